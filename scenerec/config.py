@@ -1,0 +1,217 @@
+"""The one typed configuration of scenerec.
+
+Every default lives here with a comment saying why. The config is saved into every artifact
+(`manifest.json`, `metrics.json`), so the pipeline, training and serving all read the same values:
+model facts travel with the model; environment facts (ports, paths, store endpoints) come from
+flags and environment instead.
+
+`Config.from_dict` is strict: an unknown key or a value of the wrong type raises `ConfigError`
+naming the dotted key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from scenerec.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How raw logs become train / valid / test."""
+
+    # Users with fewer interactions than this are dropped (the field's usual 5-core on users).
+    min_interactions: int = 5
+    # Repeated (user, item) pairs collapse to the first occurrence (label = max, event = last),
+    # so a next-item target is never an item already in the user's history.
+    dedupe_repeats: bool = True
+    # Fraction of interacted items held out entirely for the cold-item protocol.
+    cold_item_fraction: float = 0.1
+    # Seed for everything random in data handling (cold item choice).
+    seed: int = 42
+    # Events that count as a conversion for the multi-task heads.
+    conversion_events: tuple[str, ...] = ("purchase", "buy", "order", "conversion")
+    # For rating data (event == "rate"), ratings at or above this count as a conversion.
+    conversion_min_rating: float = 4.0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Full-ranking evaluation (never sampled: Krichene & Rendle, KDD 2020)."""
+
+    # Cut-offs for hr/ndcg/recall/mrr.
+    ks: tuple[int, ...] = (10, 20)
+    # Users scored per chunk: 1024 x 50k items x 4 bytes = 200 MB, well inside a laptop.
+    chunk_size: int = 1024
+    # The metric early stopping and hyper-parameter choice optimise.
+    selection_metric: str = "ndcg@10"
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """The strong simple baselines every model must beat (Ferrari Dacrema et al., RecSys 2019)."""
+
+    # Which baselines to run, in table order.
+    names: tuple[str, ...] = ("popularity", "scene_popularity", "itemknn", "mf", "ease")
+    # Scene popularity backs off to global popularity with this many pseudo-counts.
+    scene_prior: float = 20.0
+    # ItemKNN (cosine): neighbours kept per item, chosen on valid from this grid.
+    itemknn_neighbors: tuple[int, ...] = (20, 50, 100, 200)
+    # ItemKNN shrinkage of the cosine for item pairs with little co-occurrence.
+    itemknn_shrink: float = 10.0
+    # iALS (Hu et al. 2008; Rendle et al. 2021): latent factors.
+    mf_factors: int = 64
+    # iALS L2 weights, chosen on valid.
+    mf_regs: tuple[float, ...] = (0.1, 1.0, 10.0)
+    # iALS confidence weight of an observed interaction.
+    mf_alpha: float = 10.0
+    # iALS alternating sweeps.
+    mf_iterations: int = 10
+    # EASE^R (Steck 2019) L2 weights, chosen on valid.
+    ease_lambdas: tuple[float, ...] = (10.0, 50.0, 200.0, 500.0, 1000.0, 3000.0)
+    # EASE inverts an items x items matrix: above this catalogue size it is skipped with a note.
+    ease_max_items: int = 20000
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration: one object, saved verbatim into every artifact."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        """Build a config from plain data, rejecting unknown keys and wrong types."""
+        return _build(cls, raw, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data that `from_dict` turns back into an equal config."""
+        return _to_plain(dataclasses.asdict(self))
+
+    def with_overrides(self, assignments: list[str]) -> Config:
+        """Apply `key.sub=value` strings (values parsed as YAML) and re-validate."""
+        raw = self.to_dict()
+        for assignment in assignments:
+            key, sep, text = assignment.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. eval.chunk_size=512")
+            node = raw
+            parts = key.split(".")
+            for depth, part in enumerate(parts[:-1]):
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"--set {key}: unknown key '{'.'.join(parts[: depth + 1])}'")
+                node = node[part]
+            if parts[-1] not in node:
+                raise ConfigError(f"--set {key}: unknown key '{key}'")
+            try:
+                node[parts[-1]] = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"--set {key}: value {text!r} is not valid YAML") from e
+        return Config.from_dict(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML or JSON config file (or the defaults) and apply `--set` overrides."""
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the config file ({e.strerror})") from e
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+        config = Config.from_dict(raw)
+    return config.with_overrides(overrides or [])
+
+
+def config_json(config: Config) -> str:
+    """The config as stable, sorted JSON (what artifacts store)."""
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def _build(cls: type[T], raw: Any, prefix: str) -> T:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key '{where}{unknown[0]}' (known in this section: {', '.join(sorted(fields))})"
+        )
+    values = {
+        name: _coerce(hints[name], value, f"{prefix}.{name}" if prefix else name)
+        for name, value in raw.items()
+    }
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    """Check `value` against a type hint; convert only lossless cases (list -> tuple, int -> float)."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(typing.cast(type, hint), value, key)
+    if origin in (types.UnionType, typing.Union):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key '{key}': expected {hint}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        (item_hint, _ellipsis) = typing.get_args(hint)
+        return tuple(_coerce(item_hint, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is typing.Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"config key '{key}': expected one of {typing.get_args(hint)}, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}': unsupported type {hint}")  # a bug in this module
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_plain(v) for v in value]
+    return value

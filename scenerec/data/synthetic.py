@@ -1,0 +1,351 @@
+"""A seeded synthetic dataset with a known, planted structure and the metrics of its oracle.
+
+What is planted (all of it visible in `truth.json`):
+- users hold interests over latent topics (a sparse Dirichlet mixture), follow one current
+  interest for a while, switch, and pick up new interests over time (drift), so order matters;
+- scenes shift interests (a per-scene topic bias), and change how focused, how popularity-driven and
+  how series-following behaviour is (`home` browses popular items, `search` stays on the current
+  interest, `detail` follows an item to its sequel);
+- device and hour of day tilt interests a little (context);
+- items have a long-tailed popularity, one topic each, and belong to short series (sequels), so a
+  model reading the sequence can beat one that reads a set; their text is written from the topic's
+  vocabulary with noise from other topics, so text predicts the topic but not perfectly;
+- a purchase is more likely in the user's core topics and in `search`/`detail`;
+- with probability `noise` the next item is uniformly random.
+
+Every event is sampled from an exactly computed next-item distribution; the distribution of each
+user's last event is the oracle's ranking on the test split (the Bayes ranking for someone who knows
+the latent state), so later models can be judged against that ceiling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from scenerec.config import EvalConfig
+from scenerec.data import schema as c
+from scenerec.data.io import atomic_directory, write_json, write_parquet
+from scenerec.data.synthetic_vocab import DEVICES, GENERIC_WORDS, SCENE_NAMES, TITLE_PATTERNS, TOPICS
+from scenerec.errors import ConfigError
+from scenerec.metrics import metrics_from_ranks
+
+_EPOCH = pd.Timestamp("2024-01-01", tz="UTC")
+_HOUR_BUCKETS = 4
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Parameters of the generator (all written to truth.json)."""
+
+    users: int = 5000
+    items: int = 2000
+    scenes: int = 3
+    seed: int = 7
+    topics: int = 16
+    mean_events: float = 30.0  # mean interactions per user
+    min_events: int = 8
+    max_events: int = 150
+    zipf_exponent: float = 1.2  # long tail of item popularity
+    noise: float = 0.05  # chance that the next item is uniformly random
+    stickiness: float = 0.75  # chance the current interest persists at the next event
+    drift: float = 0.03  # chance per event that a user picks up a new interest
+    user_concentration: float = 0.3  # Dirichlet alpha of user interests (small: few topics each)
+    scene_strength: float = 1.0  # std of the per-scene topic bias (log scale)
+    context_strength: float = 0.4  # std of the device and hour-of-day topic biases
+    max_series: int = 4  # longest run of sequels
+    days: int = 90
+
+    def check(self) -> None:
+        if not 1 <= self.topics <= len(TOPICS):
+            raise ConfigError(f"synthetic topics: expected 1..{len(TOPICS)}, got {self.topics}")
+        if self.users < 1 or self.items < self.topics or self.scenes < 1:
+            raise ConfigError("synthetic: expected users >= 1, items >= topics, scenes >= 1")
+        if self.items <= self.max_events:
+            raise ConfigError(f"synthetic: items ({self.items}) must exceed max_events ({self.max_events})")
+
+
+@dataclass
+class _Planted:
+    """The generator's hidden parameters."""
+
+    item_topic: np.ndarray  # [N]
+    popularity: np.ndarray  # [N] positive weights
+    successor: np.ndarray  # [N] next item of the series or -1
+    scene_names: list[str]
+    scene_bias: np.ndarray  # [S, T]
+    scene_focus: np.ndarray  # [S] weight of the current interest vs the user's whole mixture
+    scene_pop_exponent: np.ndarray  # [S] how popularity-driven choices are
+    scene_series: np.ndarray  # [S] chance to follow the previous item's sequel
+    scene_conversion: np.ndarray  # [S] log-odds shift of a purchase
+    device_bias: np.ndarray  # [devices, T]
+    hour_bias: np.ndarray  # [hour buckets, T]
+
+
+def generate(
+    spec: SyntheticSpec, eval_config: EvalConfig | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Interactions, items and the truth (spec, planted parameters, oracle metrics)."""
+    spec.check()
+    eval_config = eval_config or EvalConfig()
+    rng = np.random.default_rng(spec.seed)
+    planted = _plant(spec, rng)
+    items = _items(spec, planted, rng)
+    rows, oracle_ranks, oracle_scenes = _simulate(spec, planted, rng)
+    interactions = pd.DataFrame(rows)
+    interactions[c.USER_ID] = np.char.add("u", interactions.pop("u").to_numpy().astype(str))
+    interactions[c.ITEM_ID] = items[c.ITEM_ID].to_numpy()[interactions.pop("i").to_numpy()]
+    interactions[c.TIMESTAMP] = _EPOCH + pd.to_timedelta(interactions.pop("t"), unit="s")
+    interactions[c.SCENE] = np.array(planted.scene_names)[interactions.pop("s").to_numpy()]
+    interactions[c.DEVICE] = np.array(DEVICES)[interactions.pop("d").to_numpy()]
+    interactions[c.EVENT] = np.where(interactions.pop("buy").to_numpy(), "purchase", "click")
+    interactions[c.LABEL] = 1.0
+    interactions = interactions[[c.USER_ID, c.ITEM_ID, c.TIMESTAMP, c.SCENE, c.EVENT, c.LABEL, c.DEVICE]]
+    truth = {
+        "generator": "scenerec.data.synthetic",
+        "spec": dataclasses.asdict(spec),
+        "planted": {
+            "scenes": {
+                name: {
+                    "focus": float(planted.scene_focus[s]),
+                    "popularity_exponent": float(planted.scene_pop_exponent[s]),
+                    "series_probability": float(planted.scene_series[s]),
+                    "conversion_shift": float(planted.scene_conversion[s]),
+                }
+                for s, name in enumerate(planted.scene_names)
+            },
+            "series_items": int((planted.successor >= 0).sum()),
+        },
+        "oracle": {
+            "description": "ranking by the exact next-item probability given the generator's latent state",
+            "test": metrics_from_ranks(oracle_ranks, eval_config.ks),
+            "slices": {
+                f"scene:{name}": metrics_from_ranks(oracle_ranks[oracle_scenes == s], eval_config.ks)
+                for s, name in enumerate(planted.scene_names)
+                if (oracle_scenes == s).any()
+            },
+        },
+    }
+    return interactions, items, truth
+
+
+def write_synthetic(out: Path, spec: SyntheticSpec) -> dict[str, Any]:
+    """Generate and write a dataset directory (atomically) with its truth.json."""
+    interactions, items, truth = generate(spec)
+    with atomic_directory(out) as staging:
+        write_parquet(interactions, staging / "interactions.parquet")
+        write_parquet(items, staging / "items.parquet")
+        write_json(truth, staging / "truth.json")
+    return truth
+
+
+def _plant(spec: SyntheticSpec, rng: np.random.Generator) -> _Planted:
+    n, t = spec.items, spec.topics
+    item_topic = rng.integers(0, t, size=n)
+    rank = rng.permutation(n)
+    popularity = (1.0 / (rank + 1.0) ** spec.zipf_exponent) * rng.lognormal(0.0, 0.3, size=n)
+    successor = np.full(n, -1, dtype=np.int64)
+    for topic in range(t):  # sequels: short runs of items within a topic
+        members = rng.permutation(np.flatnonzero(item_topic == topic))
+        start = 0
+        while start < len(members):
+            length = int(rng.integers(1, spec.max_series + 1))
+            run = members[start : start + length]
+            successor[run[:-1]] = run[1:]
+            start += length
+    names = [SCENE_NAMES[s] if s < len(SCENE_NAMES) else f"scene{s}" for s in range(spec.scenes)]
+    presets = {
+        "home": (0.4, 1.0, 0.05, -0.5),
+        "search": (0.9, 0.4, 0.02, 0.5),
+        "detail": (0.7, 0.6, 0.5, 0.3),
+    }
+    params = np.array(
+        [
+            presets.get(
+                name,
+                (rng.uniform(0.3, 0.9), rng.uniform(0.3, 1.0), rng.uniform(0.0, 0.4), rng.normal(0.0, 0.5)),
+            )
+            for name in names
+        ]
+    )
+    return _Planted(
+        item_topic=item_topic,
+        popularity=popularity,
+        successor=successor,
+        scene_names=names,
+        scene_bias=rng.normal(0.0, spec.scene_strength, size=(spec.scenes, t)),
+        scene_focus=params[:, 0],
+        scene_pop_exponent=params[:, 1],
+        scene_series=params[:, 2],
+        scene_conversion=params[:, 3],
+        device_bias=rng.normal(0.0, spec.context_strength, size=(len(DEVICES), t)),
+        hour_bias=rng.normal(0.0, spec.context_strength, size=(_HOUR_BUCKETS, t)),
+    )
+
+
+def _items(spec: SyntheticSpec, planted: _Planted, rng: np.random.Generator) -> pd.DataFrame:
+    topic_names = list(TOPICS)[: spec.topics]
+    all_words = [TOPICS[name][1] for name in topic_names]
+    titles, texts = [], []
+    for topic in planted.item_topic:
+        own = all_words[topic]
+        words = []
+        for _ in range(int(rng.integers(8, 15))):
+            roll = rng.random()
+            if roll < 0.6:
+                words.append(own[rng.integers(len(own))])
+            elif roll < 0.85:
+                words.append(GENERIC_WORDS[rng.integers(len(GENERIC_WORDS))])
+            else:
+                other = all_words[rng.integers(len(all_words))]
+                words.append(other[rng.integers(len(other))])
+        pattern = TITLE_PATTERNS[rng.integers(len(TITLE_PATTERNS))]
+        a, b = rng.choice(own, size=2, replace=False)
+        titles.append(
+            pattern.format(
+                a=a.title(), b=b.title(), generic=GENERIC_WORDS[rng.integers(len(GENERIC_WORDS))].title()
+            )
+        )
+        texts.append(" ".join(words))
+    width = len(str(spec.items - 1))
+    return pd.DataFrame(
+        {
+            c.ITEM_ID: [f"i{k:0{width}d}" for k in range(spec.items)],
+            c.TITLE: titles,
+            c.TEXT: texts,
+            c.CATEGORY: [TOPICS[topic_names[topic]][0] for topic in planted.item_topic],
+        }
+    )
+
+
+def _simulate(
+    spec: SyntheticSpec, planted: _Planted, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Sample every user's log, step by step for a chunk of users at a time."""
+    n, t, s = spec.items, spec.topics, spec.scenes
+    topic_onehot = np.eye(t)[planted.item_topic]  # [N, T]
+    pop_pow = planted.popularity[None, :] ** planted.scene_pop_exponent[:, None]  # [S, N]
+    extra = rng.negative_binomial(
+        2, 2.0 / (2.0 + max(spec.mean_events - spec.min_events, 1e-9)), size=spec.users
+    )
+    n_events = np.minimum(spec.min_events + extra, spec.max_events)
+    scene_weights = np.array([0.5, 0.3, 0.2] + [0.15] * max(0, s - 3))[:s]
+    mean_gap = spec.days * 86400 / 3 / spec.mean_events
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("u", "i", "t", "s", "d", "buy")}
+    oracle_ranks = np.empty(spec.users, dtype=np.int64)
+    oracle_scenes = np.empty(spec.users, dtype=np.int64)
+    chunk = max(64, 4_000_000 // n)
+    for lo in tqdm(range(0, spec.users, chunk), desc="synthesising users", unit="chunk", disable=None):
+        users = np.arange(lo, min(lo + chunk, spec.users))
+        b = len(users)
+        interest = rng.dirichlet(np.full(t, spec.user_concentration), size=b)
+        scene_pref = rng.dirichlet(np.full(s, 2.0), size=b) * scene_weights
+        scene_pref /= scene_pref.sum(axis=1, keepdims=True)
+        main_device = rng.choice(len(DEVICES), size=b, p=[0.6, 0.3, 0.1])
+        clock = rng.uniform(0, spec.days * 86400 * 2 / 3, size=b)
+        current = _sample_rows(interest, rng)
+        seen = np.zeros((b, n), dtype=bool)
+        prev = np.full(b, -1)
+        for step in range(int(n_events[users].max())):
+            active = np.flatnonzero(step < n_events[users])
+            if step > 0:  # interests drift, and the current interest may switch
+                drifting = active[rng.random(len(active)) < spec.drift]
+                if len(drifting):
+                    interest[drifting] *= 0.7
+                    interest[drifting, rng.integers(0, t, size=len(drifting))] += 0.3
+                switching = active[rng.random(len(active)) > spec.stickiness]
+                current[switching] = _sample_rows(interest[switching], rng)
+            scene = _sample_rows(scene_pref[active], rng)
+            device = np.where(
+                rng.random(len(active)) < 0.85,
+                main_device[active],
+                rng.integers(0, len(DEVICES), size=len(active)),
+            )
+            clock[active] += 60 + rng.exponential(mean_gap, size=len(active))
+            hour = ((clock[active] // 3600) % 24 // (24 // _HOUR_BUCKETS)).astype(int)
+            probs = _next_item_probs(
+                spec,
+                planted,
+                topic_onehot,
+                pop_pow,
+                interest[active],
+                current[active],
+                scene,
+                device,
+                hour,
+                seen[active],
+                prev[active],
+            )
+            chosen = _sample_rows(probs, rng)
+            last = np.flatnonzero(step == n_events[users[active]] - 1)
+            if len(last):
+                p_last, p_chosen = probs[last], probs[last, chosen[last]]
+                oracle_ranks[users[active[last]]] = (p_last >= p_chosen[:, None]).sum(axis=1) - 1
+                oracle_scenes[users[active[last]]] = scene[last]
+            affinity = np.log(interest[active, planted.item_topic[chosen]] * t + 1e-9)
+            buy_logit = -1.5 + 0.8 * affinity + planted.scene_conversion[scene]
+            seen[active, chosen] = True
+            prev[active] = chosen
+            for key, value in (
+                ("u", users[active]),
+                ("i", chosen),
+                ("t", clock[active].astype(np.int64)),
+                ("s", scene),
+                ("d", device),
+                ("buy", rng.random(len(active)) < 1 / (1 + np.exp(-buy_logit))),
+            ):
+                out[key].append(value)
+    return {k: np.concatenate(v) for k, v in out.items()}, oracle_ranks, oracle_scenes
+
+
+def _next_item_probs(
+    spec: SyntheticSpec,
+    planted: _Planted,
+    topic_onehot: np.ndarray,
+    pop_pow: np.ndarray,
+    interest: np.ndarray,
+    current: np.ndarray,
+    scene: np.ndarray,
+    device: np.ndarray,
+    hour: np.ndarray,
+    seen: np.ndarray,
+    prev: np.ndarray,
+) -> np.ndarray:
+    """The exact next-item distribution [B, N] given each user's latent state (0 on seen items)."""
+    b, t = interest.shape
+    focus = planted.scene_focus[scene][:, None]
+    mix = focus * np.eye(t)[current] + (1 - focus) * interest
+    logits = (
+        np.log(mix + 1e-12)
+        + planted.scene_bias[scene]
+        + planted.device_bias[device]
+        + planted.hour_bias[hour]
+    )
+    weight = np.where(seen, 0.0, pop_pow[scene])  # [B, N]
+    topic_mass = weight @ topic_onehot  # [B, T] unseen popularity mass per topic
+    q = np.exp(logits - logits.max(axis=1, keepdims=True)) * (topic_mass > 0)
+    q /= q.sum(axis=1, keepdims=True)
+    per_topic = np.divide(q, topic_mass, out=np.zeros_like(q), where=topic_mass > 0)
+    by_topic = weight * per_topic[:, planted.item_topic]
+    succ = np.where(prev >= 0, planted.successor[np.maximum(prev, 0)], -1)
+    rows = np.arange(b)
+    available = (succ >= 0) & ~seen[rows, np.maximum(succ, 0)]
+    series = planted.scene_series[scene] * available
+    probs = (1 - series)[:, None] * by_topic
+    probs[rows[available], succ[available]] += series[available]
+    unseen = ~seen
+    probs = (1 - spec.noise) * probs + spec.noise * unseen / unseen.sum(axis=1, keepdims=True)
+    return probs
+
+
+def _sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One index per row of a [B, K] probability matrix (inverse CDF)."""
+    cdf = np.cumsum(probs, axis=1)
+    u = rng.random(len(probs)) * cdf[:, -1]
+    return np.minimum((cdf < u[:, None]).sum(axis=1), probs.shape[1] - 1)

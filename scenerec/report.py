@@ -1,0 +1,107 @@
+"""A self-contained HTML report of metrics.json: tables and bar charts, no external assets."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are written on servers and CI
+import matplotlib.pyplot as plt
+
+from scenerec.data.io import write_text
+from scenerec.tables import HEADLINE_COLUMNS
+
+
+def collect_rows(
+    metrics: Mapping[str, Any], truth: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every evaluated system of a metrics.json as name -> result, in display order."""
+    rows: dict[str, dict[str, Any]] = {}
+    if truth and "oracle" in truth:
+        rows["oracle"] = truth["oracle"]
+    if "model" in metrics:
+        rows["scenerec"] = metrics["model"]
+    for section in ("ablations", "baselines"):
+        for name, result in metrics.get(section, {}).items():
+            rows[name if section == "baselines" else f"ablation:{name}"] = result
+    return rows
+
+
+def write_report(
+    metrics: Mapping[str, Any],
+    path: Path,
+    truth: Mapping[str, Any] | None = None,
+    title: str = "scenerec report",
+) -> Path:
+    """Write `path` (HTML, atomically) and return it."""
+    rows = collect_rows(metrics, truth)
+    evaluated = {n: r for n, r in rows.items() if "test" in r}
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if "dataset" in metrics:
+        parts.append(
+            "<p>" + ", ".join(f"{html.escape(k)}: {v:,}" for k, v in metrics["dataset"].items()) + "</p>"
+        )
+    parts.append("<h2>Test metrics (full ranking over the whole catalogue)</h2>")
+    parts.append(_html_table(evaluated))
+    parts.append(_figure(_bar_chart(evaluated)))
+    skipped = {n: r["skipped"] for n, r in rows.items() if "skipped" in r}
+    for name, note in skipped.items():
+        parts.append(f"<p><b>{html.escape(name)}</b>: {html.escape(note)}</p>")
+    body = "\n".join(parts)
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:first-child"
+        "{text-align:left}</style></head><body>" + body + "</body></html>\n"
+    )
+    write_text(page, path)
+    return path
+
+
+def _html_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    slice_names = sorted({s for r in rows.values() for s in r.get("slices", {})})
+    header = "".join(
+        f"<th>{html.escape(c)}</th>"
+        for c in ("model", *HEADLINE_COLUMNS, *(f"{s} ndcg@10" for s in slice_names))
+    )
+    lines = [f"<table><tr>{header}</tr>"]
+    for name, result in rows.items():
+        cells = [f"{result['test'].get(c, float('nan')):.4f}" for c in HEADLINE_COLUMNS]
+        cells += [
+            f"{result.get('slices', {}).get(s, {}).get('ndcg@10', float('nan')):.4f}" for s in slice_names
+        ]
+        lines.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "\n".join(lines) + "</table>"
+
+
+def _bar_chart(rows: Mapping[str, Mapping[str, Any]]) -> plt.Figure:
+    groups = ["test", *sorted({s for r in rows.values() for s in r.get("slices", {})})]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
+    width = 0.8 / max(len(rows), 1)
+    for k, (name, result) in enumerate(rows.items()):
+        values = [
+            result["test"]["ndcg@10"]
+            if g == "test"
+            else result.get("slices", {}).get(g, {}).get("ndcg@10", 0.0)
+            for g in groups
+        ]
+        ax.bar([g + k * width for g in range(len(groups))], values, width, label=name)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups, rotation=20)
+    ax.set_ylabel("NDCG@10")
+    ax.set_title("NDCG@10 overall and per slice")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _figure(fig: plt.Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return f"<img alt='chart' src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
