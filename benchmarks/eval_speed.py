@@ -21,13 +21,13 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import peak_rss_gib, print_table, write_results  # noqa: E402
+from common import peak_rss_gib, print_table, write_results
 
-from scenerec.config import DataConfig, EvalConfig  # noqa: E402
-from scenerec.data import schema as c  # noqa: E402
-from scenerec.data.dataset import load_dataset  # noqa: E402
-from scenerec.data.split import EvalCases, cold_item_split, leave_last_out  # noqa: E402
-from scenerec.evaluate import evaluate  # noqa: E402
+from scenerec.config import DataConfig, EvalConfig
+from scenerec.data import schema as c
+from scenerec.data.dataset import load_dataset
+from scenerec.data.split import EvalCases, cold_item_split, leave_last_out
+from scenerec.evaluate import evaluate
 
 
 class DotProduct:
