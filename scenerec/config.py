@@ -17,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -96,6 +96,76 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """The joint model: score = F_cf(user, item, scene) + lambda(scene, popularity) * M_text + scene terms."""
+
+    # Embedding width of every tower (chosen on the valid split; 64 is the field's usual CPU size).
+    dim: int = 64
+    # Most recent history items the sequence encoder reads.
+    max_history: int = 50
+    # Causal self-attention blocks and heads of the sequence encoder (SASRec).
+    layers: int = 2
+    heads: int = 2
+    # Dropout on embeddings and inside attention blocks: small data sets are won by regularisation.
+    dropout: float = 0.2
+    # Read the history in order (causal self-attention); false = mean pooling (the no_sequence ablation).
+    use_sequence: bool = True
+    # Also read the history as a set (a learned item-item term, FISM-like), gated against the sequence.
+    use_set: bool = True
+    # Use item text (the frozen encoder's embeddings through the adaptor); false = the no_text ablation.
+    use_text: bool = True
+    # Condition on the scene and its context (PEPNet-style gates, scene item terms); false = no_scene.
+    use_scene: bool = True
+    # Learn the text weight lambda per scene and popularity bucket; false keeps lambda_init fixed.
+    learn_lambda: bool = True
+    # Initial (or fixed) text weight; 0 with learn_lambda=false is the lambda_zero ablation.
+    lambda_init: float = 1.0
+    # Item popularity buckets (log-count quantiles) that lambda is learned over.
+    popularity_buckets: int = 4
+    # Experts of the text adaptor's mixture (UniSRec's MoE adaptor over whitened embeddings).
+    text_experts: int = 4
+    # Width of the scene/context embeddings.
+    scene_dim: int = 16
+    # Share of training targets whose ID embedding is replaced by the one generated from text, so the
+    # model learns to score items it has never seen (cold start, DropoutNet-style).
+    id_dropout: float = 0.1
+    # Hour-of-day buckets of the context (24 = every hour).
+    hour_buckets: int = 24
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the joint model is trained."""
+
+    # Upper bound on passes over the training sequences; early stopping usually ends sooner.
+    epochs: int = 40
+    # Epochs without a better valid metric before stopping (the best checkpoint is kept).
+    patience: int = 4
+    batch_size: int = 128
+    lr: float = 0.002
+    weight_decay: float = 0.0
+    # "auto": full softmax over the catalogue up to full_softmax_max_items, sampled softmax above.
+    loss: Literal["auto", "full", "sampled"] = "auto"
+    full_softmax_max_items: int = 30000
+    # Random negatives per batch for sampled softmax (plus in-batch positives), logQ-corrected.
+    negatives: int = 1024
+    # Weight of the ID-text alignment InfoNCE term and its temperature.
+    align_weight: float = 0.1
+    align_temperature: float = 0.1
+    # Weight of the conversion head's BCE (only when the data has conversions and non-conversions).
+    conversion_weight: float = 0.2
+    # Training device: "cpu", "cuda" or "auto" (cuda when present); a fallback is logged, never silent.
+    device: str = "cpu"
+    # Torch intra-op threads; 0 keeps torch's default (all cores).
+    threads: int = 0
+    seed: int = 42
+    # Ablations trained and evaluated next to the model (metrics.json "ablations").
+    ablations: tuple[str, ...] = ("no_text", "no_scene", "no_sequence", "lambda_zero")
+    # Train a second model on the cold-item protocol to report the cold_items slice.
+    cold_start_eval: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration: one object, saved verbatim into every artifact."""
 
@@ -103,6 +173,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Config:
