@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False)],
     )
+    logging.getLogger("scenerec").setLevel(logging.INFO)  # our progress lines; other libraries need -v
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
@@ -84,6 +85,20 @@ def _parser() -> argparse.ArgumentParser:
     baselines.add_argument("--report", type=Path, default=None, help="HTML report (default: beside --out)")
     _config_flags(baselines)
     baselines.set_defaults(handler=_baselines)
+
+    train = commands.add_parser("train", help="train, evaluate and export the joint model")
+    train.add_argument("--data", type=Path, required=True)
+    train.add_argument("--out", type=Path, required=True, help="the model directory to write")
+    train.add_argument("--baselines", type=Path, default=None, help="reuse this metrics.json's baselines")
+    train.add_argument("--cache", type=Path, default=Path(".cache/scenerec"), help="text embedding cache")
+    _config_flags(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="recompute a model's metrics through ONNX Runtime")
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--model", type=Path, required=True)
+    evaluate.add_argument("--out", type=Path, default=None, help="default: MODEL/metrics.json")
+    evaluate.set_defaults(handler=_evaluate)
     return parser
 
 
@@ -174,6 +189,35 @@ def _baselines(args: argparse.Namespace) -> int:
     console.print(metrics_table(collect_rows(metrics, truth)))
     console.print(f"wrote {args.out} and {report} in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from scenerec.config import load_config
+    from scenerec.report import collect_rows
+    from scenerec.tables import metrics_table
+    from scenerec.train import train
+
+    config = load_config(args.config, args.overrides)
+    metrics = train(args.data, args.out, config, baselines_from=args.baselines, cache_dir=args.cache)
+    truth = _truth(args.data)
+    console.print(metrics_table(collect_rows(metrics, truth)))
+    console.print(f"wrote {args.out} (report: {args.out / 'report.html'}) in {metrics['seconds']:.0f} s")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from scenerec.report import collect_rows
+    from scenerec.tables import metrics_table
+    from scenerec.train import evaluate_model_dir
+
+    metrics = evaluate_model_dir(args.data, args.model, args.out)
+    console.print(metrics_table(collect_rows(metrics, _truth(args.data))))
+    return 0
+
+
+def _truth(data: Path) -> dict[str, Any] | None:
+    path = data / "truth.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 if __name__ == "__main__":

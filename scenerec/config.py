@@ -141,8 +141,8 @@ class TrainConfig:
     epochs: int = 40
     # Epochs without a better valid metric before stopping (the best checkpoint is kept).
     patience: int = 4
-    batch_size: int = 128
-    lr: float = 0.002
+    batch_size: int = 256
+    lr: float = 0.003
     weight_decay: float = 0.0
     # "auto": full softmax over the catalogue up to full_softmax_max_items, sampled softmax above.
     loss: Literal["auto", "full", "sampled"] = "auto"

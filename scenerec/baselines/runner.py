@@ -141,7 +141,7 @@ def _tune(
             fitted(train, params), valid_cases, n_items, config.eval, categories, desc=f"{name} valid"
         )["metrics"]
         value = metrics[config.eval.selection_metric]
-        log.info("%s %s valid %s=%.4f", name, params, config.eval.selection_metric, value)
+        log.debug("%s %s valid %s=%.4f", name, params, config.eval.selection_metric, value)
         if best is None or value > best[0]:
             best = (value, params, metrics)
     assert best is not None

@@ -1,0 +1,271 @@
+"""Exporting a trained joint model to ONNX graphs, each checked and compared with PyTorch.
+
+The graph split follows the two serving stages (see `scenerec.artifact` for the layout):
+retrieval scores the whole catalogue with one matrix product of precomputed item vectors; the
+ranker re-scores the retrieved candidates with the score's parts and the conversion head.
+Parity (max abs error, PyTorch vs ONNX Runtime on batch 1 and batch N) must stay <= 1e-4.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from scenerec.model.inputs import INPUT_NAMES, ModelInputs
+from scenerec.model.joint import ItemSide, JointModel, QuerySide
+from scenerec.onnx_runtime import create_session
+from scenerec.text import OnnxParityError
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+USER_OUTPUTS = ("query", "query_cf", "query_text", "query_scene", "context", "lambda")
+RANKER_INPUTS = ("query_cf", "query_text", "query_scene", "context", "candidates")
+RANKER_OUTPUTS = ("score", "parts", "p_conversion")
+
+
+class _Frozen(nn.Module):
+    """Holds the model and its item side precomputed as buffers (item vectors are constants at serving)."""
+
+    def __init__(self, model: JointModel) -> None:
+        super().__init__()
+        self.model = model
+        with torch.no_grad():
+            items = model.item_side()
+        for name, value in items._asdict().items():
+            self.register_buffer(f"item_{name}", value.detach().clone())
+
+    def items(self) -> ItemSide:
+        return ItemSide(*(getattr(self, f"item_{name}") for name in ItemSide._fields))
+
+
+class UserTowerGraph(_Frozen):
+    def forward(
+        self,
+        hist_items: torch.Tensor,
+        hist_scenes: torch.Tensor,
+        scene: torch.Tensor,
+        device: torch.Tensor,
+        hour: torch.Tensor,
+        weekday: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        q = self.model.query_side(hist_items, hist_scenes, scene, device, hour, weekday, items=self.items())
+        return q.vectors(), q.cf, q.text, q.scene, q.context, q.lam
+
+
+class RankerGraph(_Frozen):
+    def forward(
+        self,
+        query_cf: torch.Tensor,
+        query_text: torch.Tensor,
+        query_scene: torch.Tensor,
+        context: torch.Tensor,
+        candidates: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        query = QuerySide(query_cf, query_text, query_scene, context, query_cf[:, 0])
+        items = self.items()
+        parts = self.model.score_parts(query, items, candidates)
+        p_conversion = torch.sigmoid(self.model.conversion_logit(query, items, candidates))
+        return parts.sum(dim=-1), parts, p_conversion
+
+
+class ItemTowerGraph(nn.Module):
+    """A brand-new item's vectors from its frozen text embedding (it is cold: ID generated from text)."""
+
+    def __init__(self, model: JointModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, text_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raw = self.model.items.adaptor(text_embedding)
+        return raw, self.model.items.generated_ids(raw)
+
+
+def export_onnx(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+) -> None:
+    """torch -> ONNX with the TorchScript exporter (the dynamo one needs onnxscript, not installed)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    module.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            torch.onnx.export(
+                module,
+                args,
+                str(tmp),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        onnx.checker.check_model(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def retrieval_graph(item_vectors: np.ndarray, path: Path) -> None:
+    """query [B, Q], exclude [B, E] (pad with N), k [1] -> scores [B, N] (excluded = -inf), top k.
+
+    Written with onnx.helper: TopK needs `k` as a runtime input, which tracing would bake in.
+    """
+    n, q = item_vectors.shape
+    with_pad = np.concatenate([item_vectors, np.zeros((1, q), np.float32)]).T.astype(np.float32)  # [Q, N+1]
+    nodes = [
+        helper.make_node("MatMul", ["query", "items_t"], ["raw_scores"]),
+        helper.make_node("Shape", ["exclude"], ["exclude_shape"]),
+        helper.make_node("Expand", ["neg_inf", "exclude_shape"], ["neg_updates"]),
+        helper.make_node("ScatterElements", ["raw_scores", "exclude", "neg_updates"], ["masked"], axis=1),
+        helper.make_node("Slice", ["masked", "zero", "n_items", "one"], ["scores"]),
+        helper.make_node("TopK", ["scores", "k"], ["top_scores", "top_items"], axis=1, largest=1, sorted=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "scenerec_retrieval",
+        inputs=[
+            helper.make_tensor_value_info("query", TensorProto.FLOAT, ["batch", q]),
+            helper.make_tensor_value_info("exclude", TensorProto.INT64, ["batch", "excluded"]),
+            helper.make_tensor_value_info("k", TensorProto.INT64, [1]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", n]),
+            helper.make_tensor_value_info("top_items", TensorProto.INT64, ["batch", "k"]),
+            helper.make_tensor_value_info("top_scores", TensorProto.FLOAT, ["batch", "k"]),
+        ],
+        initializer=[
+            numpy_helper.from_array(with_pad, "items_t"),
+            numpy_helper.from_array(np.full((1, 1), -np.inf, np.float32), "neg_inf"),
+            numpy_helper.from_array(np.array([0], np.int64), "zero"),
+            numpy_helper.from_array(np.array([n], np.int64), "n_items"),
+            numpy_helper.from_array(np.array([1], np.int64), "one"),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="scenerec", ir_version=8
+    )  # IR 8 goes with opset 17; onnx 1.23's default is newer than ORT reads
+    onnx.checker.check_model(model)
+    tmp = path.with_name(f".{path.name}.tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+
+
+def export_model_graphs(model: JointModel, out: Path, samples: list[ModelInputs]) -> dict[str, Any]:
+    """Write user_tower, retrieval, ranker (and item_tower with text) to `out`; parity per graph.
+
+    `samples` are real inputs of different batch sizes (e.g. 1 and 16): the first is traced, all
+    are compared. Raises `OnnxParityError` above the tolerance.
+    """
+    model.eval()
+    parity: dict[str, Any] = {}
+    user = UserTowerGraph(model)
+    traced = samples[-1].as_tensors()
+    export_onnx(
+        user,
+        tuple(traced[n] for n in INPUT_NAMES),
+        out / "user_tower.onnx",
+        list(INPUT_NAMES),
+        list(USER_OUTPUTS),
+        {**{n: {0: "batch"} for n in INPUT_NAMES}, **{n: {0: "batch"} for n in USER_OUTPUTS}},
+    )
+    session, _ = create_session(out / "user_tower.onnx")
+    errors, queries = [], []
+    for sample in samples:
+        with torch.inference_mode():
+            expected = [t.numpy() for t in user(*sample.as_tensors().values())]
+        got = session.run(list(USER_OUTPUTS), sample.as_numpy())
+        errors.append(max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True)))
+        queries.append(dict(zip(USER_OUTPUTS, expected, strict=True)))
+    parity["user_tower"] = _record(errors, samples)
+
+    items = user.items()
+    item_vectors = items.vectors().numpy()
+    retrieval_graph(item_vectors, out / "retrieval.onnx")
+    session, _ = create_session(out / "retrieval.onnx")
+    errors = []
+    for sample, query in zip(samples, queries, strict=True):
+        exclude = sample.hist_items  # history (pad = N) is what serving excludes
+        expected_scores = query["query"] @ item_vectors.T
+        rows, cols = np.nonzero(exclude < len(item_vectors))
+        expected_scores[rows, exclude[rows, cols]] = -np.inf
+        scores, _, _ = session.run(None, {"query": query["query"], "exclude": exclude, "k": np.array([10])})
+        finite = np.isfinite(expected_scores)
+        if not np.array_equal(finite, np.isfinite(scores)):
+            raise OnnxParityError("retrieval.onnx masks different items than the reference")
+        errors.append(float(np.abs(scores[finite] - expected_scores[finite]).max()))
+    parity["retrieval"] = _record(errors, samples)
+
+    ranker = RankerGraph(model)
+    rng = np.random.default_rng(0)
+    cand = [torch.as_tensor(rng.integers(0, model.n_items, size=(len(s), 20))) for s in samples]
+    args = [
+        (*tuple(torch.as_tensor(q[n]) for n in RANKER_INPUTS[:-1]), c)
+        for q, c in zip(queries, cand, strict=True)
+    ]
+    export_onnx(
+        ranker,
+        args[-1],
+        out / "ranker.onnx",
+        list(RANKER_INPUTS),
+        list(RANKER_OUTPUTS),
+        {
+            **{n: {0: "batch"} for n in RANKER_INPUTS[:-1]},
+            "candidates": {0: "batch", 1: "candidates"},
+            **{n: {0: "batch", 1: "candidates"} for n in RANKER_OUTPUTS},
+        },
+    )
+    session, _ = create_session(out / "ranker.onnx")
+    errors = []
+    for arg in args:
+        with torch.inference_mode():
+            expected = [t.numpy() for t in ranker(*arg)]
+        got = session.run(
+            list(RANKER_OUTPUTS), {n: a.numpy() for n, a in zip(RANKER_INPUTS, arg, strict=True)}
+        )
+        errors.append(max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True)))
+    parity["ranker"] = _record(errors, samples)
+
+    if model.items.use_text:
+        tower = ItemTowerGraph(model)
+        text = model.items.text
+        batches = [text[:1], text[:16]]
+        export_onnx(
+            tower,
+            (batches[-1],),
+            out / "item_tower.onnx",
+            ["text_embedding"],
+            ["text_vector", "generated_id"],
+            {"text_embedding": {0: "items"}, "text_vector": {0: "items"}, "generated_id": {0: "items"}},
+        )
+        session, _ = create_session(out / "item_tower.onnx")
+        errors = []
+        for batch in batches:
+            with torch.inference_mode():
+                expected = [t.numpy() for t in tower(batch)]
+            got = session.run(None, {"text_embedding": batch.numpy()})
+            errors.append(max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True)))
+        parity["item_tower"] = {"max_abs_error": max(errors), "batch_sizes": [1, 16]}
+    for name, result in parity.items():
+        if result["max_abs_error"] > PARITY_TOLERANCE:
+            raise OnnxParityError(
+                f"{name}.onnx differs from PyTorch by {result['max_abs_error']:.2e} (> {PARITY_TOLERANCE:g})"
+            )
+    return {"graphs": parity, "item_vectors": item_vectors}
+
+
+def _record(errors: list[float], samples: list[ModelInputs]) -> dict[str, Any]:
+    return {"max_abs_error": max(errors), "batch_sizes": [len(s) for s in samples]}

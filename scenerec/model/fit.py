@@ -1,0 +1,219 @@
+"""Fitting one joint model: seeded, early-stopped on valid NDCG@10, best checkpoint kept."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from scenerec.config import Config
+from scenerec.data.dataset import ITEM_IDX, Dataset
+from scenerec.data.split import EvalCases
+from scenerec.evaluate import evaluate
+from scenerec.model.joint import JointModel
+from scenerec.model.losses import alignment_infonce, full_softmax, sampled_softmax
+from scenerec.model.scorer import TorchScorer
+from scenerec.model.sequences import Windows, build_windows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    model: JointModel
+    best_epoch: int
+    best_valid: dict[str, float]
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+    device: str = "cpu"
+
+
+def resolve_device(requested: str) -> torch.device:
+    """The torch device for "cpu", "cuda" or "auto"; a CUDA request without a GPU falls back loudly."""
+    if requested not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"train.device: expected cpu, cuda or auto, got {requested!r}")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested == "cuda":
+        log.warning("train.device=cuda requested but no CUDA device is available: training on CPU")
+    return torch.device("cpu")
+
+
+def item_statistics(
+    rows: pd.DataFrame, n_items: int, buckets: int
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Popularity bucket [N], cold mask [N] (never in training) and counts, from the training rows."""
+    counts = np.bincount(rows[ITEM_IDX].to_numpy(), minlength=n_items)
+    warm = counts > 0
+    quantiles = np.linspace(0, 1, buckets + 1)[1:-1]
+    edges: np.ndarray = np.quantile(np.log1p(counts[warm]), quantiles) if warm.any() else np.zeros(0)
+    bucket = np.where(warm, np.searchsorted(edges, np.log1p(counts), side="right"), 0)
+    return torch.as_tensor(bucket), torch.as_tensor(~warm), counts
+
+
+def build_model(
+    dataset: Dataset, rows: pd.DataFrame, config: Config, text: torch.Tensor | None
+) -> JointModel:
+    """A fresh model for this catalogue, with item statistics from the training rows."""
+    bucket, cold, _ = item_statistics(rows, dataset.vocab.n_items, config.model.popularity_buckets)
+    return JointModel(
+        config.model,
+        dataset.vocab.n_items,
+        len(dataset.vocab.scenes),
+        len(dataset.vocab.devices),
+        text,
+        bucket,
+        cold,
+    )
+
+
+def fit(
+    dataset: Dataset,
+    train_rows: pd.DataFrame,
+    valid_cases: EvalCases,
+    config: Config,
+    text: torch.Tensor | None,
+    desc: str = "training",
+) -> FitResult:
+    """Train on `train_rows`, early-stop on `valid_cases`; returns the best model (in eval mode)."""
+    tc, mc = config.train, config.model
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    generator = torch.Generator().manual_seed(tc.seed)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = resolve_device(tc.device)
+    n_items, n_scenes = dataset.vocab.n_items, len(dataset.vocab.scenes)
+    conversions = dataset.conversions(config.data)[train_rows.index.to_numpy()]
+    windows = build_windows(train_rows, conversions, mc.max_history, n_items, n_scenes, mc.hour_buckets)
+    use_conversion = 0.0 < conversions.mean() < 1.0 and tc.conversion_weight > 0
+    model = build_model(dataset, train_rows, config, text).to(device)
+    _, _, counts = item_statistics(train_rows, n_items, mc.popularity_buckets)
+    popularity = torch.as_tensor(counts / max(counts.sum(), 1), dtype=torch.float32, device=device)
+    sampled = tc.loss == "sampled" or (tc.loss == "auto" and n_items > tc.full_softmax_max_items)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay
+    )
+    result = FitResult(model=model, best_epoch=-1, best_valid={}, device=str(device))
+    best_state: dict[str, Any] | None = None
+    started, targets_seen, stale = time.perf_counter(), 0, 0
+    metric = config.eval.selection_metric
+    for epoch in range(tc.epochs):
+        model.train()
+        losses = []
+        epoch_start = time.perf_counter()
+        batches = _length_bucketed_batches(windows, tc.batch_size, rng)
+        for rows in tqdm(batches, desc=f"{desc} epoch {epoch + 1}", unit="batch", leave=False, disable=None):
+            batch = windows.select(rows)
+            loss, n_targets = _step(
+                model, batch, device, tc, mc, sampled, popularity, use_conversion, generator
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+            targets_seen += n_targets
+        train_seconds = time.perf_counter() - epoch_start
+        model.eval()
+        valid = evaluate(
+            TorchScorer(model, len(dataset.vocab.devices)),
+            valid_cases,
+            n_items,
+            config.eval,
+            dataset.item_categories(),
+            desc=f"{desc} valid",
+        )["metrics"]
+        result.epochs.append(
+            {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(losses)),
+                metric: valid[metric],
+                "train_seconds": train_seconds,
+            }
+        )
+        log.info(
+            "%s epoch %d loss %.4f valid %s %.4f", desc, epoch + 1, np.mean(losses), metric, valid[metric]
+        )
+        if valid[metric] > result.best_valid.get(metric, -1.0):
+            result.best_epoch, result.best_valid, stale = epoch + 1, valid, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= tc.patience:
+                break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - started
+    train_total = sum(e["train_seconds"] for e in result.epochs)
+    result.samples_per_second = targets_seen / max(train_total, 1e-9)
+    return result
+
+
+def _length_bucketed_batches(windows: Windows, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of windows of similar length, so little compute is spent on padding.
+
+    Windows are shuffled, sorted by length within pools of 32 batches, cut into batches, and the
+    batches shuffled again: the usual bucketing of sequence models.
+    """
+    lengths = (windows.targets >= 0).sum(axis=1)
+    order = rng.permutation(len(windows))
+    pool = batch_size * 32
+    batches: list[np.ndarray] = []
+    for lo in range(0, len(order), pool):
+        chunk = order[lo : lo + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size))
+    return [batches[k] for k in rng.permutation(len(batches))]
+
+
+def _step(
+    model: JointModel,
+    batch: Windows,
+    device: torch.device,
+    tc: Any,
+    mc: Any,
+    sampled: bool,
+    popularity: torch.Tensor,
+    use_conversion: bool,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, int]:
+    """One batch's loss: next-item softmax + alignment + conversion BCE."""
+    width = max(int((batch.targets >= 0).sum(axis=1).max()), 1)  # left-padded: keep the last columns
+    t = {k: torch.as_tensor(v[:, -width:], device=device) for k, v in batch.__dict__.items()}
+    drop = None
+    if mc.use_text and mc.id_dropout > 0:
+        drop = torch.rand(model.n_items, generator=generator).to(device) < mc.id_dropout
+    items = model.item_side(drop)
+    query = model.query_side(
+        t["hist_items"], t["hist_scenes"], t["scene"], t["device"], t["hour"], t["weekday"], items=items
+    )
+    mask = t["targets"] >= 0
+    targets = t["targets"][mask]
+    q = query.vectors()[mask]
+    item_vectors = items.vectors()
+    if sampled:
+        loss = sampled_softmax(q, item_vectors, targets, tc.negatives, popularity, generator=None)
+    else:
+        loss = full_softmax(q, item_vectors, targets)
+    if mc.use_text and tc.align_weight > 0:
+        unique = targets.unique()
+        learned = model.items.id_embedding.weight[unique]
+        generated = model.items.generated_ids(items.raw_text[unique])
+        loss = loss + tc.align_weight * alignment_infonce(learned, generated, tc.align_temperature)
+    if use_conversion:
+        logits = model.conversion_logit(query, items, t["targets"].clamp(min=0)[..., None])[..., 0]
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[mask], t["conversion"][mask])
+        loss = loss + tc.conversion_weight * bce
+    return loss, int(mask.sum())

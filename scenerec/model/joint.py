@@ -1,0 +1,173 @@
+"""The joint model: score(u, i, s) = F_cf + lambda(s, pop(i)) * M_text + scene terms.
+
+Every part is a dot product between a query-side and an item-side vector, so
+- retrieval over the whole catalogue is one matrix product of the concatenated vectors [B, Q] x [Q, N];
+- the score splits exactly into its collaborative, text and scene parts (the explanation);
+- everything item-side is precomputed at export time; a request computes only the query side.
+
+    F_cf    = <g_seq * W u_seq + g_set * u_set, e_i>      e_i: ID vector (generated from text if cold)
+    M_text  = <W_t [u_seq; text profile], w_pop(i) t_i>  t_i: adapted frozen text embedding
+    lambda  = softplus(theta_scene)                       learned per scene; w_pop per popularity bucket
+    scene   = <W_s ctx, z_i> + b_i                        scene-specific item affinity and item bias
+
+The conversion head (ESMM's CVR tower) scores p(conversion | interaction) from the same parts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scenerec.config import ModelConfig
+from scenerec.model.towers import ContextTower, ItemTower, SequenceEncoder, causal_mean
+
+
+class ItemSide(NamedTuple):
+    ids: torch.Tensor  # [N, D]
+    raw_text: torch.Tensor  # [N, D] adapted text vectors (what the history encoder reads)
+    text: torch.Tensor  # [N, D], the same scaled by w_pop(i) (what the text score reads)
+    scene: torch.Tensor  # [N, Ds]
+    bias: torch.Tensor  # [N]
+
+    def vectors(self) -> torch.Tensor:
+        """[N, Q] item retrieval vectors."""
+        return torch.cat([self.ids, self.text, self.scene, self.bias[:, None]], dim=-1)
+
+
+class QuerySide(NamedTuple):
+    cf: torch.Tensor  # [..., D]
+    text: torch.Tensor  # [..., D], already scaled by lambda(scene)
+    scene: torch.Tensor  # [..., Ds]
+    context: torch.Tensor  # [..., Ds] context vector (for the conversion head)
+    lam: torch.Tensor  # [...] lambda(scene)
+
+    def vectors(self) -> torch.Tensor:
+        """[..., Q] query retrieval vectors (the trailing 1 multiplies the item bias)."""
+        ones = torch.ones_like(self.lam)[..., None]
+        return torch.cat([self.cf, self.text, self.scene, ones], dim=-1)
+
+
+class JointModel(nn.Module):
+    def __init__(
+        self,
+        config: ModelConfig,
+        n_items: int,
+        n_scenes: int,
+        n_devices: int,
+        text: torch.Tensor | None,
+        popularity_bucket: torch.Tensor,
+        cold: torch.Tensor,
+    ) -> None:
+        super().__init__()
+        self.config, self.n_items, self.n_scenes = config, n_items, n_scenes
+        d, ds = config.dim, config.scene_dim
+        self.items = ItemTower(config, text if config.use_text else None, popularity_bucket, cold)
+        self.encoder = SequenceEncoder(config, n_scenes)
+        self.context = ContextTower(config, n_scenes, n_devices)
+        self.seq_projection = nn.Linear(d, d)
+        self.text_query = nn.Linear(2 * d, d)
+        inverse_softplus = math.log(math.expm1(config.lambda_init)) if config.lambda_init > 0 else -20.0
+        self.lambda_scene = nn.Parameter(
+            torch.full((n_scenes + 1,), inverse_softplus), requires_grad=config.learn_lambda
+        )
+        self.lambda_popularity = nn.Parameter(
+            torch.zeros(config.popularity_buckets), requires_grad=config.learn_lambda
+        )
+        self.conversion = nn.Sequential(nn.Linear(2 * d + ds, d), nn.GELU(), nn.Linear(d, 1))
+        self.dropout = nn.Dropout(config.dropout)
+
+    # ---- item side -------------------------------------------------------------------------
+    def item_side(self, drop: torch.Tensor | None = None) -> ItemSide:
+        """All item vectors; `drop` [N] marks items whose ID vector is replaced by the generated one."""
+        text = self.items.text_vectors()
+        ids = self.items.id_vectors(text, drop)
+        weight = torch.exp(self.lambda_popularity)[self.items.popularity_bucket]
+        return ItemSide(
+            ids=ids,
+            raw_text=text,
+            text=text * weight[:, None],
+            scene=self.items.scene_item,
+            bias=self.items.bias,
+        )
+
+    # ---- query side ------------------------------------------------------------------------
+    def query_side(
+        self,
+        hist_items: torch.Tensor,
+        hist_scenes: torch.Tensor,
+        scene: torch.Tensor,
+        device: torch.Tensor,
+        hour: torch.Tensor,
+        weekday: torch.Tensor,
+        items: ItemSide | None = None,
+    ) -> QuerySide:
+        """Query vectors after every history position ([B, L] context) or for the request ([B] context).
+
+        With [B] context the result is for the last position only: shapes [B, ...] instead of [B, L, ...].
+        """
+        items = items if items is not None else self.item_side()
+        per_request = scene.dim() == 1
+        valid = hist_items < self.n_items
+        zero = torch.zeros_like(items.ids[:1])  # the pad row N
+        ids = torch.cat([items.ids, zero])[hist_items]
+        text = torch.cat([items.raw_text, zero])[hist_items]
+        state = self.encoder(self.dropout(ids + text), hist_scenes, valid)  # [B, L, D]
+        as_set = causal_mean(self.items.set_embedding(hist_items), valid)
+        profile = causal_mean(text, valid)
+        if per_request:
+            state, as_set, profile = state[:, -1], as_set[:, -1], profile[:, -1]
+        seq = self.seq_projection(state)
+        if not self.config.use_scene:
+            scene = torch.zeros_like(scene)
+            device, hour, weekday = (
+                torch.zeros_like(device),
+                torch.zeros_like(hour),
+                torch.zeros_like(weekday),
+            )
+        ctx = self.context(scene, device, hour, weekday)
+        # FPMC-style transition from the latest item (order-aware: off in the no_sequence ablation)
+        transition = self.items.transition(hist_items)  # [B, L, D]; position t reads item t
+        if per_request:
+            transition = transition[:, -1]
+        if not self.config.use_sequence:
+            transition = torch.zeros_like(transition)
+        if self.config.use_scene:
+            g_seq, g_set, g_transition = self.context.gate(ctx, state)
+            cf = g_seq * seq + g_transition * transition + (g_set * as_set if self.config.use_set else 0.0)
+            scene_query = self.context.query(ctx)
+        else:
+            cf = seq + transition + (as_set if self.config.use_set else 0.0)
+            scene_query = torch.zeros_like(ctx)
+        lam = F.softplus(self.lambda_scene[scene])
+        if not self.config.learn_lambda:
+            lam = torch.full_like(lam, self.config.lambda_init)
+        text_query = self.text_query(torch.cat([state, profile], dim=-1)) * lam[..., None]
+        if not self.config.use_text:
+            text_query = torch.zeros_like(text_query)
+        return QuerySide(cf=cf, text=text_query, scene=scene_query, context=ctx, lam=lam)
+
+    # ---- scoring ---------------------------------------------------------------------------
+    def score_parts(self, query: QuerySide, items: ItemSide, candidates: torch.Tensor) -> torch.Tensor:
+        """[B, C, 3] collaborative, text and scene parts of the score of each candidate ([B, C] indices)."""
+        cf = torch.einsum("bd,bcd->bc", query.cf, items.ids[candidates])
+        text = torch.einsum("bd,bcd->bc", query.text, items.text[candidates])
+        scene = torch.einsum("bd,bcd->bc", query.scene, items.scene[candidates]) + items.bias[candidates]
+        return torch.stack([cf, text, scene], dim=-1)
+
+    def conversion_logit(self, query: QuerySide, items: ItemSide, candidates: torch.Tensor) -> torch.Tensor:
+        """Logit of p(conversion | interaction); `candidates` has the query's leading shape + C."""
+        lead = query.cf.dim() - 1
+        expand = (slice(None),) * lead + (None,)
+        features = torch.cat(
+            [
+                query.cf[expand] * items.ids[candidates],
+                query.text[expand] * items.raw_text[candidates],
+                query.context[expand].expand(*candidates.shape, query.context.shape[-1]),
+            ],
+            dim=-1,
+        )
+        return self.conversion(features)[..., 0]
