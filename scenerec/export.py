@@ -83,9 +83,12 @@ class ItemTowerGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, text_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, text_embedding: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raw = self.model.items.adaptor(text_embedding)
-        return raw, self.model.items.generated_ids(raw)
+        ids, scene, bias = self.model.items.generated(raw)
+        # the text vector as retrieval sees it: a new item is in popularity bucket 0
+        scaled = raw * torch.exp(self.model.lambda_popularity[0])
+        return raw, scaled, ids, scene, bias
 
 
 def export_onnx(

@@ -203,10 +203,15 @@ def _step(
     targets = t["targets"][mask]
     q = query.vectors()[mask]
     item_vectors = items.vectors()
+    # Items never seen in training are not in the training catalogue: a brand-new item does not exist
+    # yet when the model learns, so it must not be pushed down as a negative either.
+    absent = model.items.cold
     if sampled:
-        loss = sampled_softmax(q, item_vectors, targets, tc.negatives, popularity, generator=None)
+        loss = sampled_softmax(
+            q, item_vectors, targets, tc.negatives, popularity, generator=None, absent=absent
+        )
     else:
-        loss = full_softmax(q, item_vectors, targets)
+        loss = full_softmax(q, item_vectors, targets, absent=absent)
     if mc.use_text and tc.align_weight > 0:
         unique = targets.unique()
         learned = model.items.id_embedding.weight[unique]

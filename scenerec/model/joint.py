@@ -84,15 +84,9 @@ class JointModel(nn.Module):
     def item_side(self, drop: torch.Tensor | None = None) -> ItemSide:
         """All item vectors; `drop` [N] marks items whose ID vector is replaced by the generated one."""
         text = self.items.text_vectors()
-        ids = self.items.id_vectors(text, drop)
+        ids, scene, bias = self.items.collaborative(text, drop)
         weight = torch.exp(self.lambda_popularity)[self.items.popularity_bucket]
-        return ItemSide(
-            ids=ids,
-            raw_text=text,
-            text=text * weight[:, None],
-            scene=self.items.scene_item,
-            bias=self.items.bias,
-        )
+        return ItemSide(ids=ids, raw_text=text, text=text * weight[:, None], scene=scene, bias=bias)
 
     # ---- query side ------------------------------------------------------------------------
     def query_side(

@@ -6,12 +6,18 @@ import torch
 import torch.nn.functional as F
 
 
-def full_softmax(query: torch.Tensor, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def full_softmax(
+    query: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, absent: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy over the whole catalogue: [M, Q] queries, [N, Q] items, [M] targets.
 
     The strongest SASRec objective on catalogues that fit (Klenitskiy & Vasilev, RecSys 2023).
+    `absent` [N] marks items left out of the softmax (never seen in training).
     """
-    return F.cross_entropy(query @ items.T, targets)
+    logits = query @ items.T
+    if absent is not None:
+        logits = logits.masked_fill(absent[None, :], float("-inf"))
+    return F.cross_entropy(logits, targets)
 
 
 def sampled_softmax(
@@ -21,6 +27,7 @@ def sampled_softmax(
     negatives: int,
     popularity: torch.Tensor,
     generator: torch.Generator | None = None,
+    absent: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy over the target, shared uniform negatives and the batch's other targets.
 
@@ -34,7 +41,10 @@ def sampled_softmax(
     expected = negatives / n + len(targets) * popularity
     log_q = torch.log(expected.clamp(min=1e-12))
     cand_logits = query @ items[candidates].T - log_q[candidates][None, :]
-    cand_logits = cand_logits.masked_fill(candidates[None, :] == targets[:, None], float("-inf"))
+    hits = candidates[None, :] == targets[:, None]
+    if absent is not None:
+        hits = hits | absent[candidates][None, :]
+    cand_logits = cand_logits.masked_fill(hits, float("-inf"))
     pos_logit = (query * items[targets]).sum(-1) - log_q[targets]
     logits = torch.cat([pos_logit[:, None], cand_logits], dim=1)
     return F.cross_entropy(logits, torch.zeros_like(targets))

@@ -72,7 +72,8 @@ class ItemTower(nn.Module):
             assert text is not None
             self.register_buffer("text", text.float(), persistent=True)
             self.adaptor = TextAdaptor(text.shape[1], d, config.text_experts, config.dropout)
-            self.generator = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+            # text -> (ID vector, scene-item vector, bias) of an item the model has not seen interacted with
+            self.generator = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d + config.scene_dim + 1))
 
     def text_vectors(self) -> torch.Tensor:
         """[N, D] adapted text vectors (zeros without text)."""
@@ -80,17 +81,31 @@ class ItemTower(nn.Module):
             return self.id_embedding.weight.new_zeros(self.n_items, self.id_embedding.embedding_dim)
         return self.adaptor(self.text)
 
-    def generated_ids(self, text_vectors: torch.Tensor) -> torch.Tensor:
-        """[N, D] ID vectors generated from text (what a cold item gets)."""
-        return self.generator(text_vectors)
+    def generated(self, text_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """ID vector [.., D], scene-item vector [.., Ds] and bias [..] generated from text (cold items)."""
+        out = self.generator(text_vectors)
+        d, ds = self.id_embedding.embedding_dim, self.scene_item.shape[1]
+        return out[..., :d], out[..., d : d + ds], out[..., d + ds]
 
-    def id_vectors(self, text_vectors: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
-        """[N, D] effective ID vectors: learned, or generated from text for cold (or dropped) items."""
-        learned = self.id_embedding.weight[: self.n_items]
+    def generated_ids(self, text_vectors: torch.Tensor) -> torch.Tensor:
+        return self.generated(text_vectors)[0]
+
+    def collaborative(
+        self, text_vectors: torch.Tensor, drop: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Effective ID vectors [N, D], scene-item vectors [N, Ds] and biases [N].
+
+        Learned for items seen in training; generated from text for cold (or ID-dropped) items,
+        whose learned rows never received a positive signal.
+        """
+        learned = (self.id_embedding.weight[: self.n_items], self.scene_item, self.bias)
         if not self.use_text:
             return learned
         replace = self.cold if drop is None else self.cold | drop
-        return torch.where(replace[:, None], self.generated_ids(text_vectors), learned)
+        generated = self.generated(text_vectors)
+        ids = torch.where(replace[:, None], generated[0], learned[0])
+        scene = torch.where(replace[:, None], generated[1], learned[1])
+        return ids, scene, torch.where(replace, generated[2], learned[2])
 
 
 class CausalBlock(nn.Module):
