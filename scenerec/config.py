@@ -166,6 +166,17 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """The training pipeline's release policy (what a trained model must show before it ships)."""
+
+    # The evaluate step's gate: the model's test `eval.selection_metric` must reach the best baseline's
+    # value times (1 + gate_margin), else the run stops before features are published or anything is
+    # deployed. 0.0 = match or beat the best baseline; 0.05 = beat it by 5%; a negative margin
+    # tolerates a loss (e.g. -1.0 lets any model through, for smoke runs on tiny data).
+    gate_margin: float = 0.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration: one object, saved verbatim into every artifact."""
 
@@ -175,6 +186,7 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Config:

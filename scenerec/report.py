@@ -50,6 +50,23 @@ def write_report(
     parts.append("<h2>Test metrics (full ranking over the whole catalogue)</h2>")
     parts.append(_html_table(evaluated))
     parts.append(_figure(_bar_chart(evaluated)))
+    model = metrics.get("model", {})
+    if "lambda" in model:
+        parts.append("<h2>Learned text weight lambda(scene, popularity) = lambda_scene x w_bucket</h2>")
+        parts.append(_key_value_table("scene", model["lambda"]["scene"]))
+        buckets = {
+            f"bucket {k} (least to most popular)": v
+            for k, v in enumerate(model["lambda"]["popularity_bucket"])
+        }
+        parts.append(_key_value_table("popularity bucket", buckets))
+    if model.get("tasks", {}).get("conversion_auc") is not None:
+        parts.append(
+            f"<p>Conversion head AUC on the test targets: {model['tasks']['conversion_auc']:.4f} "
+            f"(conversion rate {model['tasks']['conversion_rate']:.3f})</p>"
+        )
+    if model.get("training", {}).get("epochs"):
+        parts.append("<h2>Training</h2>")
+        parts.append(_figure(_training_curve(model["training"]["epochs"])))
     skipped = {n: r["skipped"] for n, r in rows.items() if "skipped" in r}
     for name, note in skipped.items():
         parts.append(f"<p><b>{html.escape(name)}</b>: {html.escape(note)}</p>")
@@ -78,6 +95,26 @@ def _html_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
         ]
         lines.append(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return "\n".join(lines) + "</table>"
+
+
+def _key_value_table(title: str, values: Mapping[str, float]) -> str:
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{v:.4f}</td></tr>" for k, v in values.items())
+    return f"<table><tr><th>{html.escape(title)}</th><th>value</th></tr>{rows}</table>"
+
+
+def _training_curve(epochs: list[dict[str, float]]) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = [e["epoch"] for e in epochs]
+    ax.plot(x, [e["loss"] for e in epochs], "o-", color="tab:blue", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss")
+    metric = next(k for k in epochs[0] if "@" in k)
+    other = ax.twinx()
+    other.plot(x, [e[metric] for e in epochs], "s-", color="tab:orange", label=f"valid {metric}")
+    other.set_ylabel(f"valid {metric}")
+    fig.legend(loc="upper center", ncol=2, fontsize="small")
+    fig.tight_layout()
+    return fig
 
 
 def _bar_chart(rows: Mapping[str, Mapping[str, Any]]) -> plt.Figure:

@@ -85,7 +85,27 @@ def fit(
     text: torch.Tensor | None,
     desc: str = "training",
 ) -> FitResult:
-    """Train on `train_rows`, early-stop on `valid_cases`; returns the best model (in eval mode)."""
+    """Train on `train_rows`, early-stop on `valid_cases`; returns the best model (in eval mode).
+
+    Deterministic on CPU: torch's deterministic algorithms are on while fitting (some CPU backward
+    kernels accumulate in thread order otherwise), then restored.
+    """
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _fit(dataset, train_rows, valid_cases, config, text, desc)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _fit(
+    dataset: Dataset,
+    train_rows: pd.DataFrame,
+    valid_cases: EvalCases,
+    config: Config,
+    text: torch.Tensor | None,
+    desc: str = "training",
+) -> FitResult:
     tc, mc = config.train, config.model
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)

@@ -1,0 +1,77 @@
+"""`python -m serving --model_name scenerec --model_dir DIR --feature_repo DIR --http_port P --grpc_port Q`.
+
+Thin: parse flags (ours plus KServe's own, strictly: a misspelt flag is an error here, where
+KServe alone would ignore it), build the predictor, start KServe's ModelServer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+
+def _prepare_multiprocess_metrics(argv: list[str]) -> None:
+    """With several workers, prometheus_client must know its shared directory before it is imported."""
+    workers = 1
+    for n, arg in enumerate(argv):
+        if arg == "--workers" and n + 1 < len(argv):
+            workers = int(argv[n + 1]) if argv[n + 1].isdigit() else 1
+        elif arg.startswith("--workers="):
+            workers = int(arg.split("=", 1)[1]) if arg.split("=", 1)[1].isdigit() else 1
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="scenerec-metrics-")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    from kserve import model_server
+
+    parser = argparse.ArgumentParser(
+        prog="python -m serving", parents=[model_server.parser], description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--model_dir", required=True, help="a scenerec model directory (manifest.json ...)")
+    parser.add_argument("--feature_repo", required=True, help="the Feast repo the model's features live in")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cuda", "cpu"],
+        help="ONNX Runtime provider: auto = CUDA when a GPU is present (fallback logged)",
+    )
+    parser.add_argument("--ort_threads", type=int, default=1, help="ONNX Runtime intra-op threads per graph")
+    parser.add_argument("--retrieval_depth", type=int, default=200, help="candidates the ranker re-scores")
+    parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="larger request bodies get 413")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    _prepare_multiprocess_metrics(argv)
+    args = parse_args(argv)
+    from kserve import ModelServer
+
+    from serving.http import install_http_extras
+    from serving.predictor import ScenerecModel
+
+    install_http_extras(max_body_bytes=args.max_body_bytes)
+    model = ScenerecModel(
+        args.model_name,
+        args.model_dir,
+        feature_repo=args.feature_repo,
+        device=args.device,
+        retrieval_depth=args.retrieval_depth,
+        threads=args.ort_threads,
+    )
+    model.load()
+    ModelServer(
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        workers=args.workers,
+        enable_grpc=args.enable_grpc,
+        enable_docs_url=args.enable_docs_url,
+        enable_latency_logging=args.enable_latency_logging,
+    ).start([model])
+
+
+if __name__ == "__main__":
+    main()

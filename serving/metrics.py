@@ -1,0 +1,89 @@
+"""The predictor's Prometheus metrics: one histogram per request stage, counters by bounded labels.
+
+Buckets start at 50 microseconds: the stages here take well under a millisecond, and
+prometheus_client's default buckets (5 ms and up) would put every one of them in the first bucket.
+Labels are bounded: model, scene (known scenes, else "other"), outcome, reason, feature; never a
+user or item id.
+
+With several server processes (`--workers N`), PROMETHEUS_MULTIPROC_DIR must be set before this
+module is imported (serving/__main__.py does it); `/metrics` then aggregates every process.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.exposition import choose_encoder
+
+LATENCY_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.0002,
+    0.0003,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+STAGES = ("feature_read", "user_tower", "retrieval", "ranking", "request")
+
+STAGE_SECONDS = {
+    stage: Histogram(
+        f"scenerec_{stage}_seconds",
+        f"Time spent in the {stage.replace('_', ' ')} stage",
+        ["model"],
+        buckets=LATENCY_BUCKETS,
+    )
+    for stage in STAGES
+}
+BATCH_SIZE = Histogram(
+    "scenerec_batch_size",
+    "Requests scored together in one ONNX run",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+REQUESTS = Counter(
+    "scenerec_requests_total", "Recommendation requests by scene and outcome", ["model", "scene", "outcome"]
+)
+FALLBACKS = Counter(
+    "scenerec_fallbacks_total", "Degraded or cold-start answers by reason", ["model", "reason"]
+)
+MISSING_FEATURES = Counter(
+    "scenerec_missing_features_total", "Features absent from the online store", ["model", "feature"]
+)
+PROVIDER = Gauge(
+    "scenerec_onnx_provider_info",
+    "ONNX Runtime execution provider in use (1) per graph",
+    ["model", "graph", "requested", "provider"],
+    multiprocess_mode="max",
+)
+MODEL_INFO = Gauge(
+    "scenerec_model_info", "Model version being served (1)", ["model", "version"], multiprocess_mode="max"
+)
+READY = Gauge(
+    "scenerec_model_ready",
+    "1 when the model, its sessions and a feature round trip are up",
+    ["model"],
+    multiprocess_mode="min",
+)
+
+
+def exposition(accept: str | None) -> tuple[bytes, str]:
+    """The metrics page: every process's metrics in multiprocess mode, this process's otherwise."""
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    encoder, content_type = choose_encoder(accept)
+    return encoder(registry), content_type

@@ -1,0 +1,169 @@
+"""Request parsing and validation for V1 (`instances`) and V2 (Open Inference Protocol) payloads.
+
+Every problem raises `kserve.errors.InvalidInput` (KServe answers 400) with a message naming the
+field, e.g. `instances[2].k: expected an integer in 1..1000, got 0`. Unknown scenes are not
+errors: they fall back to the `default` scene and the answer says so in `fallback`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferRequest
+
+MAX_K = 1000
+MAX_INSTANCES = 256
+MAX_CANDIDATES = 1000
+MAX_ID_LENGTH = 256
+CONTEXT_KEYS = ("device", "timestamp")
+
+# V2 (Open Inference Protocol) tensors: name -> (datatype, required)
+V2_INPUTS: dict[str, tuple[str, bool]] = {
+    "user_id": ("BYTES", True),
+    "scene": ("BYTES", False),
+    "k": ("INT32", False),
+    "device": ("BYTES", False),
+    "timestamp": ("FP64", False),
+}
+V2_OUTPUTS: dict[str, str] = {"item_id": "BYTES", "score": "FP32"}
+
+
+@dataclass
+class Request:
+    """One validated recommendation request (ids, not indices)."""
+
+    user_id: str
+    scene: str | None = None
+    device: str | None = None
+    timestamp: float = field(default_factory=time.time)
+    k: int = 10
+    candidates: list[str] | None = None
+    exclude_seen: bool = True
+    explain: bool = False
+
+
+def parse_v1(payload: Any) -> list[Request]:
+    """`{"instances": [{"user_id": ..., ...}]}` -> requests."""
+    if not isinstance(payload, dict):
+        raise InvalidInput("body: expected a JSON object with an 'instances' list")
+    instances = payload.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInput("instances: expected a non-empty list of request objects")
+    if len(instances) > MAX_INSTANCES:
+        raise InvalidInput(f"instances: at most {MAX_INSTANCES} per request, got {len(instances)}")
+    return [_parse_instance(item, f"instances[{n}]") for n, item in enumerate(instances)]
+
+
+def _parse_instance(item: Any, where: str) -> Request:
+    if not isinstance(item, dict):
+        raise InvalidInput(f"{where}: expected an object, got {type(item).__name__}")
+    known = {"user_id", "scene", "context", "k", "candidates", "exclude_seen", "explain"}
+    unknown = sorted(set(item) - known)
+    if unknown:
+        raise InvalidInput(f"{where}.{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")
+    context = item.get("context", {})
+    if not isinstance(context, dict):
+        raise InvalidInput(f'{where}.context: expected an object such as {{"device": "mobile"}}')
+    unknown = sorted(set(context) - set(CONTEXT_KEYS))
+    if unknown:
+        raise InvalidInput(f"{where}.context.{unknown[0]}: unknown field (known: {', '.join(CONTEXT_KEYS)})")
+    return Request(
+        user_id=_identifier(item.get("user_id"), f"{where}.user_id", required=True) or "",
+        scene=_identifier(item.get("scene"), f"{where}.scene"),
+        device=_identifier(context.get("device"), f"{where}.context.device"),
+        timestamp=_timestamp(context.get("timestamp"), f"{where}.context.timestamp"),
+        k=_k(item.get("k", 10), f"{where}.k"),
+        candidates=_candidates(item.get("candidates"), f"{where}.candidates"),
+        exclude_seen=_flag(item.get("exclude_seen", True), f"{where}.exclude_seen"),
+        explain=_flag(item.get("explain", False), f"{where}.explain"),
+    )
+
+
+def parse_v2(request: InferRequest) -> list[Request]:
+    """Open Inference Protocol inputs (user_id BYTES [B]; scene, k, device, timestamp optional)."""
+    tensors: dict[str, list[Any]] = {}
+    for tensor in request.inputs:
+        spec = V2_INPUTS.get(tensor.name)
+        if spec is None:
+            raise InvalidInput(f"inputs.{tensor.name}: unknown input (known: {', '.join(V2_INPUTS)})")
+        if tensor.datatype != spec[0]:
+            raise InvalidInput(f"inputs.{tensor.name}: expected datatype {spec[0]}, got {tensor.datatype}")
+        try:
+            values = np.asarray(tensor.as_numpy()).reshape(-1).tolist()
+        except (ValueError, TypeError, UnicodeDecodeError) as e:
+            raise InvalidInput(f"inputs.{tensor.name}: cannot decode the data ({e})") from e
+        tensors[tensor.name] = [v.decode() if isinstance(v, bytes) else v for v in values]
+    if "user_id" not in tensors or not tensors["user_id"]:
+        raise InvalidInput("inputs.user_id: required (BYTES, shape [B])")
+    batch = len(tensors["user_id"])
+    if batch > MAX_INSTANCES:
+        raise InvalidInput(f"inputs.user_id: at most {MAX_INSTANCES} per request, got {batch}")
+    for name, values in tensors.items():
+        if len(values) not in (1, batch):
+            raise InvalidInput(
+                f"inputs.{name}: expected 1 or {batch} values (one per user_id), got {len(values)}"
+            )
+
+    def value(name: str, row: int) -> Any:
+        values = tensors.get(name)
+        return None if values is None else values[row if len(values) > 1 else 0]
+
+    return [
+        Request(
+            user_id=_identifier(value("user_id", row), f"inputs.user_id[{row}]", required=True) or "",
+            scene=_identifier(value("scene", row), f"inputs.scene[{row}]"),
+            device=_identifier(value("device", row), f"inputs.device[{row}]"),
+            timestamp=_timestamp(value("timestamp", row), f"inputs.timestamp[{row}]"),
+            k=_k(value("k", row) if "k" in tensors else 10, f"inputs.k[{row}]"),
+        )
+        for row in range(batch)
+    ]
+
+
+def _identifier(value: Any, where: str, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise InvalidInput(f"{where}: required (a non-empty string)")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{where}: expected a non-empty string, got {value!r}")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidInput(f"{where}: longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def _k(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= int(value) <= MAX_K:
+        raise InvalidInput(f"{where}: expected an integer in 1..{MAX_K}, got {value!r}")
+    return int(value)
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _timestamp(value: Any, where: str) -> float:
+    if value is None:
+        return time.time()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise InvalidInput(
+            f"{where}: expected seconds since the epoch (a non-negative number), got {value!r}"
+        )
+    return float(value)
+
+
+def _candidates(value: Any, where: str) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise InvalidInput(f"{where}: expected a non-empty list of item ids")
+    if len(value) > MAX_CANDIDATES:
+        raise InvalidInput(f"{where}: at most {MAX_CANDIDATES} candidates, got {len(value)}")
+    return [_identifier(v, f"{where}[{n}]", required=True) or "" for n, v in enumerate(value)]

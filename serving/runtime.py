@@ -1,0 +1,183 @@
+"""The scoring core of the predictor: ONNX Runtime sessions and item tables, no HTTP, no Feast.
+
+Built once at load from a model directory alone (`from_model_dir`), verified against its manifest.
+`recommend` takes a batch of already-resolved requests (history as item indices) and runs
+user tower -> retrieval (whole catalogue, history excluded) -> ranker (top candidates) -> top-k.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scenerec.artifact import check_signature, read_manifest
+from scenerec.model.inputs import hour_bucket, weekday
+from scenerec.onnx_runtime import ProviderReport, create_session
+
+log = logging.getLogger(__name__)
+
+SERVING_GRAPHS = ("user_tower", "retrieval", "ranker")
+PART_NAMES = ("collaborative", "text", "scene")
+
+
+@dataclass
+class Query:
+    """One resolved request: indices, not ids (the predictor maps ids with the runtime's maps)."""
+
+    history: np.ndarray  # item indices, oldest first
+    history_scenes: np.ndarray  # scene index of each history item
+    scene: int
+    device: int
+    timestamp: float  # seconds since the epoch, UTC
+    k: int
+    candidates: np.ndarray | None = None  # rank only these item indices
+    exclude: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+@dataclass
+class Ranked:
+    items: np.ndarray  # [k] item indices, best first
+    scores: np.ndarray  # [k]
+    parts: np.ndarray  # [k, 3] collaborative, text, scene
+    p_conversion: np.ndarray  # [k]
+
+
+class Runtime:
+    """Sessions, id maps and sizes of one model directory."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        sessions: dict[str, Any],
+        providers: dict[str, ProviderReport],
+        manifest: dict[str, Any],
+        item_ids: list[str],
+        scenes: list[str],
+        devices: list[str],
+    ) -> None:
+        self.model_dir, self.sessions, self.providers, self.manifest = (
+            model_dir,
+            sessions,
+            providers,
+            manifest,
+        )
+        dims = manifest["dims"]
+        self.n_items, self.n_scenes, self.n_devices = dims["items"], dims["scenes"], dims["devices"]
+        self.max_history, self.hour_buckets = dims["max_history"], dims["hour_buckets"]
+        self.item_ids = np.asarray(item_ids, dtype=object)
+        self.item_index = pd.Index(item_ids)
+        self.scenes, self.devices = list(scenes), list(devices)
+        self.scene_index = {name: k for k, name in enumerate(scenes)}
+        self.device_index = {name: k for k, name in enumerate(devices)}
+        self.default_scene = self.scene_index[manifest["vocab"]["default_scene"]]
+        self.retrieval_depth = 200  # candidates the ranker re-scores; the predictor sets it from a flag
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path, device: str = "cpu", threads: int | None = 1) -> Runtime:
+        """Load and verify (file hashes, graph signatures) a model directory; refuses any mismatch."""
+        model_dir = Path(model_dir)
+        manifest = read_manifest(model_dir)
+        sessions, providers = {}, {}
+        for name in SERVING_GRAPHS:
+            session, report = create_session(
+                model_dir / manifest["graphs"][name]["file"], device=device, threads=threads
+            )
+            check_signature(name, session, manifest["graphs"][name])
+            sessions[name], providers[name] = session, report
+        maps = {
+            name: json.loads((model_dir / "id_maps" / f"{name}.json").read_text())
+            for name in ("items", "scenes", "devices")
+        }
+        runtime = cls(
+            model_dir, sessions, providers, manifest, maps["items"], maps["scenes"], maps["devices"]
+        )
+        log.info(
+            "loaded %s (%d items) on %s",
+            manifest["model_version"],
+            runtime.n_items,
+            providers["user_tower"].actual,
+        )
+        return runtime
+
+    @property
+    def provider(self) -> str:
+        return self.providers["user_tower"].actual
+
+    def recommend(self, queries: list[Query], explain: bool = False) -> list[Ranked]:
+        """Top-k for a batch of queries in one run of each graph."""
+        b, length = len(queries), self.max_history
+        hist = np.full((b, length), self.n_items, dtype=np.int64)
+        hist_scenes = np.full((b, length), self.n_scenes, dtype=np.int64)
+        for row, q in enumerate(queries):
+            recent, recent_scenes = q.history[-length:], q.history_scenes[-length:]
+            if len(recent):
+                hist[row, -len(recent) :] = recent
+                hist_scenes[row, -len(recent) :] = recent_scenes
+        seconds = np.array([q.timestamp for q in queries])
+        inputs = {
+            "hist_items": hist,
+            "hist_scenes": hist_scenes,
+            "scene": np.array([q.scene for q in queries], dtype=np.int64),
+            "device": np.array([q.device for q in queries], dtype=np.int64),
+            "hour": hour_bucket(seconds.astype(np.int64), self.hour_buckets),
+            "weekday": weekday(seconds.astype(np.int64)),
+        }
+        query, cf, text, scene, context = self.sessions["user_tower"].run(
+            ["query", "query_cf", "query_text", "query_scene", "context"], inputs
+        )
+        candidates, valid = self._candidates(queries, query)
+        score, parts, p_conv = self.sessions["ranker"].run(
+            ["score", "parts", "p_conversion"],
+            {
+                "query_cf": cf,
+                "query_text": text,
+                "query_scene": scene,
+                "context": context,
+                "candidates": candidates,
+            },
+        )
+        score = np.where(valid, score, -np.inf)
+        out = []
+        for row, q in enumerate(queries):
+            keep = min(q.k, int(valid[row].sum()))
+            order = np.argsort(-score[row], kind="stable")[:keep]
+            out.append(
+                Ranked(candidates[row, order], score[row, order], parts[row, order], p_conv[row, order])
+            )
+        return out
+
+    def _candidates(self, queries: list[Query], query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[B, C] candidate indices and which are real: given candidates, or retrieval's top items.
+
+        Padding uses index 0 with valid=False (the ranker's tables have no pad row); excluded items
+        and retrieval's -inf tail are never valid.
+        """
+        if all(q.candidates is not None for q in queries):
+            lists = [
+                np.setdiff1d(q.candidates, q.exclude) if len(q.exclude) else np.unique(q.candidates)
+                for q in queries
+                if q.candidates is not None
+            ]
+            width = max(1, max(len(c) for c in lists))
+            candidates = np.zeros((len(queries), width), dtype=np.int64)
+            valid = np.zeros((len(queries), width), dtype=bool)
+            for row, allowed in enumerate(lists):
+                candidates[row, : len(allowed)] = allowed
+                valid[row, : len(allowed)] = True
+            return candidates, valid
+        depth = min(self.n_items, max(self.retrieval_depth, max(q.k for q in queries)))
+        width = max(1, max(len(q.exclude) for q in queries))
+        exclude = np.full((len(queries), width), self.n_items, dtype=np.int64)
+        for row, q in enumerate(queries):
+            exclude[row, : len(q.exclude)] = q.exclude
+        top, top_scores = self.sessions["retrieval"].run(
+            ["top_items", "top_scores"],
+            {"query": query, "exclude": exclude, "k": np.array([depth], dtype=np.int64)},
+        )
+        return top, np.isfinite(top_scores)

@@ -1,0 +1,77 @@
+"""Training: a small real run of the real function, the CUDA fallback, and config errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from scenerec.config import Config, EvalConfig, ModelConfig, TrainConfig
+from scenerec.data.dataset import Dataset
+from scenerec.data.split import leave_last_out
+from scenerec.model.fit import fit, item_statistics, resolve_device
+from scenerec.model.sequences import build_windows
+
+SMALL = Config(
+    eval=EvalConfig(ks=(10,)),
+    model=ModelConfig(dim=32, max_history=20, layers=1, scene_dim=8),
+    train=TrainConfig(epochs=3, patience=3, batch_size=64, ablations=(), seed=1),
+)
+
+
+def test_windows_cover_every_event_but_the_first_once(small_synthetic_dataset: Dataset) -> None:
+    rows = leave_last_out(small_synthetic_dataset).train
+    conversions = np.zeros(len(rows))
+    windows = build_windows(rows, conversions, 20, small_synthetic_dataset.vocab.n_items, 4, 24)
+    users = rows["u"].nunique()
+    assert (windows.targets >= 0).sum() == len(rows) - users
+    first = windows.select(np.array([0]))
+    valid = first.targets[0] >= 0
+    # each target is the input at the next position (the window reads its own past only)
+    assert np.array_equal(first.hist_items[0, 1:][valid[:-1]], first.targets[0, :-1][valid[:-1]])
+
+
+def test_popularity_buckets_and_cold_mask(small_synthetic_dataset: Dataset) -> None:
+    rows = leave_last_out(small_synthetic_dataset).train
+    bucket, cold, counts = item_statistics(rows, small_synthetic_dataset.vocab.n_items, 4)
+    assert cold.numpy().tolist() == (counts == 0).tolist()
+    warm = ~cold.numpy()
+    assert set(bucket.numpy()[warm]) == {0, 1, 2, 3}
+    top, bottom = counts[warm].argmax(), counts[warm].argmin()
+    assert bucket.numpy()[warm][top] == 3 and bucket.numpy()[warm][bottom] == 0
+
+
+def test_a_short_real_training_run_learns(small_synthetic_dataset: Dataset) -> None:
+    split = leave_last_out(small_synthetic_dataset)
+    text = torch.randn(small_synthetic_dataset.vocab.n_items, 16)
+    result = fit(small_synthetic_dataset, split.train, split.valid_cases(), SMALL, text)
+    assert len(result.epochs) == 3 and result.best_epoch >= 1
+    assert result.epochs[-1]["loss"] < result.epochs[0]["loss"]
+    chance = 10 / small_synthetic_dataset.vocab.n_items
+    assert result.best_valid["hr@10"] > 3 * chance
+    assert result.samples_per_second > 0 and not result.model.training
+
+
+def test_training_is_deterministic_on_cpu(small_synthetic_dataset: Dataset) -> None:
+    split = leave_last_out(small_synthetic_dataset)
+    text = torch.randn(small_synthetic_dataset.vocab.n_items, 16, generator=torch.Generator().manual_seed(0))
+    config = dataclasses.replace(SMALL, train=dataclasses.replace(SMALL.train, epochs=1))
+    a = fit(small_synthetic_dataset, split.train, split.valid_cases(), config, text)
+    b = fit(small_synthetic_dataset, split.train, split.valid_cases(), config, text)
+    assert a.epochs[0]["loss"] == b.epochs[0]["loss"]
+    assert a.best_valid == b.best_valid
+
+
+def test_cuda_request_without_a_gpu_falls_back_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+        return
+    with caplog.at_level(logging.WARNING, logger="scenerec.model.fit"):
+        assert resolve_device("cuda").type == "cpu"
+    assert "no CUDA device" in caplog.text
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match=r"train\.device"):
+        resolve_device("tpu")

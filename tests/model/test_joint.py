@@ -1,0 +1,173 @@
+"""The joint model: shapes, the exact score split, causality, cold items, ablation switches, losses."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scenerec.config import ModelConfig
+from scenerec.model.joint import JointModel
+from scenerec.model.losses import alignment_infonce, full_softmax, sampled_softmax
+
+N, S, DEVICES, T, L, B = 12, 3, 2, 8, 6, 4
+CONFIG = ModelConfig(dim=16, max_history=L, layers=1, heads=2, scene_dim=4, popularity_buckets=2, dropout=0.0)
+
+
+def build(config: ModelConfig = CONFIG, seed: int = 0, cold: list[int] | None = None) -> JointModel:
+    torch.manual_seed(seed)
+    text = torch.randn(N, T)
+    bucket = torch.arange(N) % 2
+    cold_mask = torch.zeros(N, dtype=torch.bool)
+    cold_mask[cold or []] = True
+    model = JointModel(config, N, S, DEVICES, text, bucket, cold_mask)
+    with torch.no_grad():  # move every zero-initialised table off zero so each part matters
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def request(seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    hist = torch.randint(0, N, (B, L), generator=g)
+    hist[0, :3] = N  # a left-padded history
+    scenes = torch.randint(0, S, (B, L), generator=g)
+    scenes[0, :3] = S
+    return {
+        "hist_items": hist,
+        "hist_scenes": scenes,
+        "scene": torch.randint(0, S, (B,), generator=g),
+        "device": torch.randint(0, DEVICES, (B,), generator=g),
+        "hour": torch.randint(0, 24, (B,), generator=g),
+        "weekday": torch.randint(0, 7, (B,), generator=g),
+    }
+
+
+def test_shapes_per_request_and_per_position() -> None:
+    model = build()
+    items = model.item_side()
+    q_dim = 2 * CONFIG.dim + CONFIG.scene_dim + 1
+    assert items.vectors().shape == (N, q_dim)
+    query = model.query_side(**request())
+    assert query.vectors().shape == (B, q_dim) and query.lam.shape == (B,)
+    r = request()
+    per_position = model.query_side(
+        r["hist_items"],
+        r["hist_scenes"],
+        r["hist_scenes"].clamp(max=S - 1),
+        r["hist_items"] % DEVICES,
+        r["hist_items"] % 24,
+        r["hist_items"] % 7,
+    )
+    assert per_position.vectors().shape == (B, L, q_dim)
+
+
+def test_score_splits_exactly_into_its_parts() -> None:
+    model = build()
+    items = model.item_side()
+    query = model.query_side(**request())
+    candidates = torch.randint(0, N, (B, 5))
+    parts = model.score_parts(query, items, candidates)
+    full = torch.einsum("bq,bcq->bc", query.vectors(), items.vectors()[candidates])
+    assert torch.allclose(parts.sum(-1), full, atol=1e-5)
+    assert (parts.abs() > 1e-6).all(dim=(0, 1)).tolist() == [True, True, True]  # every part contributes
+
+
+def test_same_seed_same_model_other_seed_other_model() -> None:
+    a, b, c = build(seed=3), build(seed=3), build(seed=4)
+    r = request()
+    assert torch.equal(a.query_side(**r).vectors(), b.query_side(**r).vectors())
+    assert not torch.allclose(a.query_side(**r).vectors(), c.query_side(**r).vectors())
+
+
+def test_positions_never_see_the_future() -> None:
+    model = build()
+    r = request()
+    ctx = {k: r["hist_items"] % m for k, m in (("device", DEVICES), ("hour", 24), ("weekday", 7))}
+    args = (r["hist_scenes"].clamp(max=S - 1),)
+    before = model.query_side(r["hist_items"], r["hist_scenes"], *args, **ctx).vectors()
+    changed = r["hist_items"].clone()
+    changed[:, -1] = (changed[:, -1] + 1) % N
+    after = model.query_side(changed, r["hist_scenes"], *args, **ctx).vectors()
+    assert torch.allclose(before[:, :-1], after[:, :-1], atol=1e-6)
+    assert not torch.allclose(before[:, -1], after[:, -1])
+
+
+def test_padding_content_is_ignored() -> None:
+    model = build()
+    r = request()
+    other = dict(r)
+    other["hist_scenes"] = r["hist_scenes"].clone()
+    other["hist_scenes"][0, :3] = 0  # a different scene under the pad positions
+    assert torch.allclose(
+        model.query_side(**r).vectors()[0], model.query_side(**other).vectors()[0], atol=1e-6
+    )
+
+
+def test_cold_items_take_vectors_generated_from_text() -> None:
+    model = build(cold=[5])
+    items = model.item_side()
+    ids, _, bias = model.items.generated(items.raw_text)
+    assert torch.allclose(items.ids[5], ids[5]) and torch.allclose(items.bias[5], bias[5])
+    assert not torch.allclose(items.ids[4], ids[4])  # a warm item keeps its learned vector
+    drop = torch.zeros(N, dtype=torch.bool)
+    drop[4] = True
+    assert torch.allclose(model.item_side(drop).ids[4], ids[4])
+
+
+@pytest.mark.parametrize(
+    ("switch", "zero_part"), [({"use_text": False}, 1), ({"learn_lambda": False, "lambda_init": 0.0}, 1)]
+)
+def test_ablation_switches_remove_the_text_part(switch: dict, zero_part: int) -> None:
+    model = build(dataclasses.replace(CONFIG, **switch))
+    parts = model.score_parts(model.query_side(**request()), model.item_side(), torch.randint(0, N, (B, 5)))
+    assert torch.allclose(parts[..., zero_part], torch.zeros(()), atol=1e-7)
+
+
+def test_no_scene_ignores_the_request_scene() -> None:
+    model = build(dataclasses.replace(CONFIG, use_scene=False))
+    r = request()
+    moved = {**r, "scene": (r["scene"] + 1) % S, "device": (r["device"] + 1) % DEVICES}
+    assert torch.allclose(model.query_side(**r).vectors(), model.query_side(**moved).vectors())
+    scene_aware = build()
+    assert not torch.allclose(
+        scene_aware.query_side(**r).vectors(), scene_aware.query_side(**moved).vectors()
+    )
+
+
+def test_full_softmax_is_cross_entropy_and_skips_absent_items() -> None:
+    torch.manual_seed(0)
+    q, items, targets = torch.randn(5, 7), torch.randn(N, 7), torch.tensor([0, 1, 2, 3, 4])
+    assert torch.allclose(full_softmax(q, items, targets), F.cross_entropy(q @ items.T, targets))
+    absent = torch.zeros(N, dtype=torch.bool)
+    absent[8:] = True
+    assert torch.allclose(full_softmax(q, items, targets, absent), F.cross_entropy(q @ items[:8].T, targets))
+
+
+def test_sampled_softmax_masks_hits_and_absent_items() -> None:
+    torch.manual_seed(0)
+    q, items = torch.randn(6, 7), torch.randn(N, 7)
+    targets = torch.tensor([0, 0, 1, 2, 3, 3])
+    popularity = torch.full((N,), 1.0 / N)
+    absent = torch.zeros(N, dtype=torch.bool)
+    absent[10:] = True
+    loss = sampled_softmax(
+        q, items, targets, 50, popularity, generator=torch.Generator().manual_seed(1), absent=absent
+    )
+    assert torch.isfinite(loss) and loss > 0
+    # with orthogonal items, a query pointing at its target has a far lower loss than a random one
+    orthogonal = torch.eye(N)
+    aligned = orthogonal[targets] * 10
+    random_query = torch.randn(6, N)
+    assert sampled_softmax(aligned, orthogonal, targets, 50, popularity, absent=absent) < 0.01
+    assert sampled_softmax(random_query, orthogonal, targets, 50, popularity, absent=absent) > 0.5
+
+
+def test_alignment_infonce_rewards_matching_pairs() -> None:
+    torch.manual_seed(0)
+    ids = torch.randn(8, 16)
+    assert alignment_infonce(ids, ids + 0.01 * torch.randn(8, 16), 0.1) < alignment_infonce(
+        ids, torch.randn(8, 16), 0.1
+    )
