@@ -99,6 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", type=Path, required=True)
     evaluate.add_argument("--out", type=Path, default=None, help="default: MODEL/metrics.json")
     evaluate.set_defaults(handler=_evaluate)
+
+    from scenerec.features.cli import add_commands as add_feature_commands
+
+    add_feature_commands(commands)
+    from scenerec.pipeline_cli import add_commands as add_pipeline_commands
+
+    add_pipeline_commands(commands)
     return parser
 
 

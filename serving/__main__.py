@@ -33,6 +33,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model_dir", required=True, help="a scenerec model directory (manifest.json ...)")
     parser.add_argument("--feature_repo", required=True, help="the Feast repo the model's features live in")
     parser.add_argument(
+        "--feature_config",
+        default=None,
+        help="feature_store yaml (default: FEATURE_REPO/feature_store.yaml, the SQLite store)",
+    )
+    parser.add_argument(
+        "--feature_timeout_ms",
+        type=float,
+        default=50.0,
+        help="online read timeout; past it the answer degrades to defaults (flagged and counted)",
+    )
+    parser.add_argument(
         "--device",
         default="auto",
         choices=["auto", "cuda", "cpu"],
@@ -58,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         args.model_name,
         args.model_dir,
         feature_repo=args.feature_repo,
+        feature_config=args.feature_config,
+        feature_timeout_s=args.feature_timeout_ms / 1000,
         device=args.device,
         retrieval_depth=args.retrieval_depth,
         threads=args.ort_threads,

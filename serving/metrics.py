@@ -6,7 +6,9 @@ Labels are bounded: model, scene (known scenes, else "other"), outcome, reason, 
 user or item id.
 
 With several server processes (`--workers N`), PROMETHEUS_MULTIPROC_DIR must be set before this
-module is imported (serving/__main__.py does it); `/metrics` then aggregates every process.
+module is imported (serving/__main__.py does it); `/metrics` then aggregates every process. The
+directory is captured at import: importing Feast sets PROMETHEUS_MULTIPROC_DIR to a temporary
+directory of its own, which would otherwise turn a single process's /metrics page empty.
 """
 
 from __future__ import annotations
@@ -79,11 +81,14 @@ READY = Gauge(
 )
 
 
+MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
 def exposition(accept: str | None) -> tuple[bytes, str]:
     """The metrics page: every process's metrics in multiprocess mode, this process's otherwise."""
     registry = REGISTRY
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if MULTIPROC_DIR:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry, path=MULTIPROC_DIR)
     encoder, content_type = choose_encoder(accept)
     return encoder(registry), content_type

@@ -9,10 +9,11 @@ Degraded answers are flagged in `fallback` and counted, never a 5xx:
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,22 +29,15 @@ from serving.runtime import PART_NAMES, Query, Runtime
 log = logging.getLogger(__name__)
 
 
-class FeatureUnavailable(Exception):
-    """The feature store did not answer in time or failed; the predictor degrades, never fails."""
-
-
-class UserHistory(Protocol):
-    item_ids: Sequence[str]
-    scenes: Sequence[str]
-    missing: Sequence[str]
-
-
 class FeatureReader(Protocol):
-    """What the predictor needs from the feature store (scenerec.features.client implements it)."""
+    """What the predictor needs from the feature store: `scenerec.features.client.FeatureClient`."""
 
-    def read_users(self, user_ids: list[str]) -> list[UserHistory]: ...
+    feature_names: tuple[str, ...]
 
-    def probe(self) -> None: ...
+    def read(self, user_id: str, scene_id: str, timeout_s: float | None = None) -> Any: ...
+
+
+HISTORY_ITEMS, HISTORY_SCENES = "history_item_ids", "history_scenes"
 
 
 class ScenerecModel(Model):
@@ -56,14 +50,23 @@ class ScenerecModel(Model):
         features: FeatureReader | None = None,
         runtime: Runtime | None = None,
         feature_repo: str | Path | None = None,
+        feature_config: str | Path | None = None,
+        feature_timeout_s: float = 0.05,
         device: str = "cpu",
         retrieval_depth: int = 200,
         threads: int | None = 1,
+        batching: bool = True,
     ) -> None:
         super().__init__(name)
-        self.model_dir, self.feature_repo = Path(model_dir), feature_repo
+        self.model_dir, self.feature_repo, self.feature_config = Path(model_dir), feature_repo, feature_config
+        self.feature_timeout_s = feature_timeout_s
         self.features, self.runtime = features, runtime
         self.device, self.retrieval_depth, self.threads = device, retrieval_depth, threads
+        self.batching = batching
+        self._pending: list[tuple[list[Request], asyncio.Future[list[dict[str, Any]]]]] = []
+        self._draining = False
+        self._drain_task: asyncio.Task[None] | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenerec-scoring")
         self.version = "unloaded"
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -74,8 +77,18 @@ class ScenerecModel(Model):
         if self.features is None:
             from scenerec.features.client import FeatureClient  # Feast is heavy: import only when serving
 
-            self.features = FeatureClient.from_repo(self.feature_repo, self.runtime.manifest)
-        self.features.probe()  # a real round trip before readiness says yes
+            if self.feature_repo is None:
+                raise ValueError("--feature_repo is required")
+            self.features = FeatureClient.from_repo(
+                self.feature_repo,
+                self.runtime.manifest,
+                config=self.feature_config,
+                timeout_s=self.feature_timeout_s,
+            )
+        self._history_names = self._history_feature_names(self.features)
+        self.features.read(
+            "__scenerec_probe__", self.runtime.scenes[self.runtime.default_scene]
+        )  # round trip
         self.version = self.runtime.manifest["model_version"]
         for graph, report in self.runtime.providers.items():
             metrics.PROVIDER.labels(self.name, graph, ",".join(report.requested), report.actual).set(1)
@@ -86,6 +99,39 @@ class ScenerecModel(Model):
         metrics.READY.labels(self.name).set(1)
         self.ready = True
         return self.ready
+
+    @staticmethod
+    def _history_feature_names(features: FeatureReader) -> tuple[str, str]:
+        """The service's history features (`<view>__history_item_ids`, `<view>__history_scenes`)."""
+        names = []
+        for suffix in (HISTORY_ITEMS, HISTORY_SCENES):
+            found = [n for n in features.feature_names if n.endswith(f"__{suffix}")]
+            if len(found) != 1:
+                raise ValueError(
+                    f"the feature service must hold exactly one '{suffix}' feature, found {found}"
+                )
+            names.append(found[0])
+        return names[0], names[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """`--workers N` pickles the model into each worker: sessions, the store client and the
+        scoring thread cannot travel, so each worker rebuilds them (`__setstate__` loads again)."""
+        state = dict(self.__dict__)
+        state.update(
+            runtime=None,
+            features=None,
+            _worker=None,
+            _pending=[],
+            _draining=False,
+            _drain_task=None,
+            ready=False,
+        )
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenerec-scoring")
+        self.load()
 
     def _warm_up(self) -> None:
         assert self.runtime is not None
@@ -100,10 +146,48 @@ class ScenerecModel(Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> dict[str, Any] | InferResponse:
+        requests = parse_v2(payload) if isinstance(payload, InferRequest) else parse_v1(payload)
+        for row, request in enumerate(requests):  # a bad candidate list fails its own call, not a batch
+            self._candidate_indices(request, row)
+        answers = await self._batched(requests) if self.batching else self.recommend(requests)
         if isinstance(payload, InferRequest):
-            answers = self.recommend(parse_v2(payload))
             return self._v2_response(payload, answers)
-        return {"predictions": self.recommend(parse_v1(payload))}
+        return {"predictions": answers}
+
+    async def _batched(self, requests: list[Request]) -> list[dict[str, Any]]:
+        """Dynamic batching on one worker thread: requests that arrive while a batch is being scored
+        wait and are scored together next, in one run of each graph.
+
+        The event loop stays free to accept and parse requests meanwhile, so every request on the
+        wire is in flight (and finishes) when SIGTERM starts a graceful shutdown; an idle server
+        scores a lone request at once.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
+        self._pending.append((requests, future))
+        if not self._draining:
+            self._draining = True
+            self._drain_task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                pending, self._pending = self._pending, []
+                combined = [r for requests, _ in pending for r in requests]
+                try:
+                    answers = await loop.run_in_executor(self._worker, self.recommend, combined)
+                except Exception as e:
+                    for _, future in pending:
+                        future.set_exception(e)
+                    continue
+                start = 0
+                for requests, future in pending:
+                    future.set_result(answers[start : start + len(requests)])
+                    start += len(requests)
+        finally:
+            self._draining = False
 
     def get_input_types(self) -> list[dict[str, Any]]:
         return [{"name": name, "datatype": dtype, "shape": [-1]} for name, (dtype, _) in V2_INPUTS.items()]
@@ -117,26 +201,36 @@ class ScenerecModel(Model):
         assert self.runtime is not None and self.features is not None
         rt, model = self.runtime, self.name
         started = time.perf_counter()
-        histories: list[UserHistory] | None
-        try:
-            with metrics.STAGE_SECONDS["feature_read"].labels(model).time():
-                histories = self.features.read_users([r.user_id for r in requests])
-        except FeatureUnavailable as e:
-            log.warning("feature store unavailable, answering from defaults: %s", e)
-            histories = None
+        from scenerec.features.readers import FeatureReadError
+
+        histories: list[tuple[list[str], list[str], bool] | None] = []
+        with metrics.STAGE_SECONDS["feature_read"].labels(model).time():
+            for request in requests:
+                scene_name = request.scene if request.scene in rt.scene_index else rt.scenes[rt.default_scene]
+                try:
+                    row = self.features.read(request.user_id, scene_name)
+                except FeatureReadError as e:
+                    log.warning("feature store unavailable, answering from defaults: %s", e)
+                    histories.append(None)
+                    continue
+                for feature in row.missing:
+                    metrics.MISSING_FEATURES.labels(model, feature).inc()
+                items_name, scenes_name = self._history_names
+                histories.append(
+                    (row.values[items_name] or [], row.values[scenes_name] or [], items_name in row.missing)
+                )
         queries, reasons = [], []
         for row, request in enumerate(requests):
             why: list[str] = []
-            history = histories[row] if histories is not None else None
+            history = histories[row]
             if history is None:
                 why.append("feature_store_unavailable")
                 ids, scenes = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
             else:
-                if history.missing:
+                item_ids, scene_ids, unknown_user = history
+                if unknown_user:
                     why.append("unknown_user")
-                    for feature in history.missing:
-                        metrics.MISSING_FEATURES.labels(model, feature).inc()
-                ids, scenes = self._history_indices(history)
+                ids, scenes = self._history_indices(item_ids, scene_ids)
             scene = rt.scene_index.get(request.scene or rt.manifest["vocab"]["default_scene"])
             if scene is None:
                 why.append("unknown_scene")
@@ -155,9 +249,9 @@ class ScenerecModel(Model):
             )
             reasons.append(why)
         metrics.BATCH_SIZE.labels(model).observe(len(queries))
-        ranking_started = time.perf_counter()
         ranked = rt.recommend(queries)
-        metrics.STAGE_SECONDS["ranking"].labels(model).observe(time.perf_counter() - ranking_started)
+        for stage, seconds in rt.timings.items():
+            metrics.STAGE_SECONDS[stage].labels(model).observe(seconds)
         answers = []
         for request, query, result, why in zip(requests, queries, ranked, reasons, strict=True):
             items = []
@@ -177,16 +271,16 @@ class ScenerecModel(Model):
         metrics.STAGE_SECONDS["request"].labels(model).observe(time.perf_counter() - started)
         return answers
 
-    def _history_indices(self, history: UserHistory) -> tuple[np.ndarray, np.ndarray]:
-        """Item and scene indices of a history; items the model does not know are dropped."""
+    def _history_indices(self, item_ids: list[str], scene_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Item and scene indices of a history, oldest first; items the model does not know are dropped."""
         assert self.runtime is not None
         rt = self.runtime
-        items = rt.item_index.get_indexer(list(history.item_ids))
-        scenes = np.array([rt.scene_index.get(s, rt.default_scene) for s in history.scenes], dtype=np.int64)
+        items = rt.item_index.get_indexer(item_ids)
+        scenes = np.array([rt.scene_index.get(s, rt.default_scene) for s in scene_ids], dtype=np.int64)
+        if len(scenes) != len(items):
+            scenes = np.full(len(items), rt.default_scene, dtype=np.int64)
         known = items >= 0
-        return items[known].astype(np.int64), scenes[known] if len(scenes) == len(items) else scenes[
-            : known.sum()
-        ]
+        return items[known].astype(np.int64), scenes[known]
 
     def _candidate_indices(self, request: Request, row: int) -> np.ndarray | None:
         if request.candidates is None:

@@ -7,6 +7,7 @@ errors: they fall back to the `default` scene and the answer says so in `fallbac
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -48,7 +49,16 @@ class Request:
 
 
 def parse_v1(payload: Any) -> list[Request]:
-    """`{"instances": [{"user_id": ..., ...}]}` -> requests."""
+    """`{"instances": [{"user_id": ..., ...}]}` -> requests.
+
+    KServe hands over raw bytes when the Content-Type is not JSON (curl's default form type):
+    those are decoded here rather than refused for a header.
+    """
+    if isinstance(payload, bytes | str):
+        try:
+            payload = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InvalidInput(f"body: not valid JSON ({e})") from e
     if not isinstance(payload, dict):
         raise InvalidInput("body: expected a JSON object with an 'instances' list")
     instances = payload.get("instances")

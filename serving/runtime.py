@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ class Runtime:
         self.device_index = {name: k for k, name in enumerate(devices)}
         self.default_scene = self.scene_index[manifest["vocab"]["default_scene"]]
         self.retrieval_depth = 200  # candidates the ranker re-scores; the predictor sets it from a flag
+        self.timings: dict[str, float] = {}  # seconds per graph stage of the last `recommend` call
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, device: str = "cpu", threads: int | None = 1) -> Runtime:
@@ -128,10 +130,15 @@ class Runtime:
             "hour": hour_bucket(seconds.astype(np.int64), self.hour_buckets),
             "weekday": weekday(seconds.astype(np.int64)),
         }
+        clock = time.perf_counter()
         query, cf, text, scene, context = self.sessions["user_tower"].run(
             ["query", "query_cf", "query_text", "query_scene", "context"], inputs
         )
+        self.timings["user_tower"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         candidates, valid = self._candidates(queries, query)
+        self.timings["retrieval"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         score, parts, p_conv = self.sessions["ranker"].run(
             ["score", "parts", "p_conversion"],
             {
@@ -143,6 +150,7 @@ class Runtime:
             },
         )
         score = np.where(valid, score, -np.inf)
+        self.timings["ranking"] = time.perf_counter() - clock
         out = []
         for row, q in enumerate(queries):
             keep = min(q.k, int(valid[row].sum()))

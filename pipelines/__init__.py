@@ -1,0 +1,1 @@
+"""The kfp pipeline (wiring only), its compiler entry point and the local runner."""

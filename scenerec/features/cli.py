@@ -1,0 +1,93 @@
+"""`scenerec features ...`: the Feast commands, registered into scenerec's CLI by `add_commands`.
+
+    scenerec features publish --data DIR --model MODEL_DIR --repo feature_repo
+                              [--config feature_store.yaml | --online-store sqlite|redis]
+
+Thin, like `scenerec.cli`: parse, call the library, print. Errors are `ScenerecError`s, which the
+main CLI turns into one line each and an exit code (2 for a bad repo, config, model or data).
+`python -m scenerec.features.cli ...` runs the same commands on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from scenerec.features.repo import ONLINE_STORE_YAMLS
+
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+def add_commands(commands: Any) -> None:
+    """Register `features publish` on the main parser's subcommands (`add_subparsers()` result)."""
+    features = commands.add_parser("features", help="publish features to Feast").add_subparsers(
+        title="features"
+    )
+    publish = features.add_parser(
+        "publish",
+        help="write the offline sources from data + model, then feast apply and materialize",
+        description="Idempotent: a rerun changes nothing; a failed run leaves the online store readable.",
+    )
+    publish.add_argument(
+        "--data", type=Path, required=True, help="the dataset directory the model was trained on"
+    )
+    publish.add_argument(
+        "--model", type=Path, required=True, help="the model directory (its manifest names the service)"
+    )
+    publish.add_argument("--repo", type=Path, required=True, help="the Feast feature repo (feature_repo/)")
+    which = publish.add_mutually_exclusive_group()
+    which.add_argument(
+        "--config", type=Path, default=None, help="the feature_store yaml (default: by --online-store)"
+    )
+    which.add_argument(
+        "--online-store",
+        choices=sorted(ONLINE_STORE_YAMLS),
+        default=None,
+        help="sqlite: feature_store.yaml (default); redis: feature_store.redis.yaml (needs SCENEREC_REDIS)",
+    )
+    publish.add_argument("--json", action="store_true", help="print the summary as JSON")
+    publish.set_defaults(handler=_publish)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from scenerec.features.publish import publish, summary
+
+    result = publish(args.data, args.model, args.repo, config=args.config, online_store=args.online_store)
+    if args.json:
+        console.print_json(json.dumps(summary(result)))
+        return 0
+    rows = ", ".join(f"{entity}s {count:,}" for entity, count in result.rows.items())
+    console.print(
+        f"published {result.feature_service} to the {result.online_store} online store of {result.repo}: "
+        f"{rows} ({len(result.views)} views) in {result.seconds:.1f} s"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The same commands without the rest of scenerec's CLI (exit codes as in `scenerec.cli`)."""
+    from scenerec.errors import ScenerecError
+
+    parser = argparse.ArgumentParser(prog="scenerec")
+    add_commands(parser.add_subparsers(title="commands"))
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except ScenerecError as e:
+        err = Console(stderr=True, soft_wrap=True)
+        for line in str(e).splitlines():
+            err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

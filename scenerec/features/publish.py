@@ -1,0 +1,252 @@
+"""`scenerec features publish`: offline sources from the data and model, then apply + materialize.
+
+The steps, and why each is where it is:
+1. Everything that can fail on input runs before any store is touched: the feature_store yaml, the
+   model manifest (hashes verified), the definitions (Feast's own parse), the FeatureService the
+   manifest names, the dataset (cleaned with the model's own data config, so the features are the
+   ones it was trained on) and every feature table, checked against the views' schemas.
+2. The run works in a staging copy of the repo's data folder (`data/.publish-*`): the new parquet
+   sources, a copy of the registry and, for SQLite, a copy of the online database (SQLite's backup
+   API, consistent under readers). `apply` and `materialize` run there, with the same yaml rooted at
+   the staging folder. Feast 0.67 flips each view to MATERIALIZING in the registry while it writes
+   and rejects reads of it meanwhile; staging keeps that state away from live readers.
+3. Promotion is a handful of `os.replace` calls: sources, then the SQLite online database, then the
+   registry. Each is atomic; a reader that has the old file open keeps reading the previous state
+   (FeatureClient reopens when the file changes). A failed run deletes its staging folder and
+   leaves the live files as they were.
+Redis cannot be staged by renaming: its rows are written in place, each entity's row in one HSET
+(overwriting, `skip_dedup`), so a failure part-way leaves every row readable, old or new, and a
+rerun completes it.
+
+Idempotent: the same inputs give the same sources and online values; rows are upserted, never
+deleted, so a rerun loses nothing. Runs on one repo are serialised by a lock file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import logging
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scenerec.artifact import read_manifest
+from scenerec.config import Config
+from scenerec.data.dataset import load_dataset
+from scenerec.data.io import write_parquet
+from scenerec.errors import ScenerecError
+from scenerec.features.compute import SOURCE_FILES, FeatureTables, feature_tables
+from scenerec.features.repo import (
+    FeatureRepoError,
+    apply_definitions,
+    check_service,
+    load_repo_config,
+    parse_definitions,
+    resolve_yaml,
+)
+
+if TYPE_CHECKING:
+    from feast import RepoConfig
+    from feast.repo_contents import RepoContents
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(ScenerecError):
+    """Apply or materialize failed; the message says what state the online store was left in."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    repo: Path
+    config: Path
+    online_store: str
+    feature_service: str
+    rows: dict[str, int]
+    window: tuple[datetime, datetime]
+    seconds: float
+    views: list[str] = field(default_factory=list)
+
+
+def publish(
+    data_dir: Path,
+    model_dir: Path,
+    repo: Path,
+    config: Path | None = None,
+    online_store: str | None = None,
+) -> PublishResult:
+    """Write the offline sources for `model_dir` + `data_dir`, apply the repo and materialize."""
+    started = time.perf_counter()
+    repo = Path(repo).resolve()
+    yaml_path = resolve_yaml(repo, config, online_store)
+    live = load_repo_config(repo, yaml_path)
+    paths = _staged_paths(live, yaml_path)
+    manifest = read_manifest(model_dir)
+    service = manifest.get("feature_service")
+    if not isinstance(service, str) or not service:
+        raise FeatureRepoError(f"{Path(model_dir) / 'manifest.json'}: no 'feature_service' named")
+    contents = parse_definitions(repo)
+    check_service(contents, service, str(Path(model_dir) / "manifest.json"))
+    dataset = load_dataset(data_dir, Config.from_dict(manifest["config"]).data)
+    tables = feature_tables(dataset, Path(model_dir), manifest)
+    views = check_sources(contents, tables)
+    start, end = tables.time_range()
+    window = (start - timedelta(seconds=1), end + timedelta(seconds=1))
+
+    data_root = repo / "data"
+    data_root.mkdir(exist_ok=True)
+    with _lock(data_root / ".publish.lock"), _staging(data_root) as stage:
+        for entity, table in tables.by_entity().items():
+            write_parquet(table, stage / SOURCE_FILES[entity])
+        for rel in paths:
+            _copy_live(repo / rel, stage / rel, sqlite=rel != paths[0])
+        staged = load_repo_config(repo, yaml_path, root=stage)
+        _apply_and_materialize(staged, contents, views, window)
+        _promote(stage, repo, [*SOURCE_FILES.values(), *paths[1:], paths[0]])
+    return PublishResult(
+        repo=repo,
+        config=yaml_path,
+        online_store=str(live.online_store.type),
+        feature_service=service,
+        rows={entity: len(t) for entity, t in tables.by_entity().items()},
+        window=window,
+        seconds=time.perf_counter() - started,
+        views=views,
+    )
+
+
+def check_sources(contents: RepoContents, tables: FeatureTables) -> list[str]:
+    """Online views, after checking each reads a source we write and finds its columns there."""
+    by_path = {path: tables.by_entity()[entity] for entity, path in SOURCE_FILES.items()}
+    views = []
+    for view in contents.feature_views:
+        source = view.batch_source
+        path = getattr(source, "path", None)
+        if source is None or path not in by_path:
+            raise FeatureRepoError(
+                f"feature view {view.name!r} reads {path!r}, which publish does not write "
+                f"(it writes: {', '.join(sorted(by_path))})"
+            )
+        table = by_path[path]
+        needed = [*view.join_keys, *(f.name for f in view.features), source.timestamp_field]
+        missing = [name for name in needed if name not in table.columns]
+        if missing:
+            raise FeatureRepoError(
+                f"feature view {view.name!r}: column(s) {', '.join(missing)} not in the computed {path} "
+                f"(it has: {', '.join(map(str, table.columns))})"
+            )
+        if view.online:
+            views.append(view.name)
+    if not views:
+        raise FeatureRepoError("the feature repo defines no online feature view")
+    return views
+
+
+def _staged_paths(live: RepoConfig, yaml_path: Path) -> list[str]:
+    """Repo-relative files the run stages: the registry first, then the SQLite database if any."""
+    registry = live.registry
+    if registry.registry_type != "file" or Path(registry.path).is_absolute() or "://" in registry.path:
+        raise FeatureRepoError(
+            f"{yaml_path}: field 'registry.path': publish stages a file registry given relative to the "
+            f"repo, got {registry.registry_type} {registry.path!r}"
+        )
+    paths = [registry.path]
+    if live.online_store.type == "sqlite":
+        if Path(live.online_store.path).is_absolute():
+            raise FeatureRepoError(
+                f"{yaml_path}: field 'online_store.path': give it relative to the repo, "
+                f"got {live.online_store.path!r}"
+            )
+        paths.append(live.online_store.path)
+    return paths
+
+
+def _apply_and_materialize(
+    config: RepoConfig, contents: RepoContents, views: list[str], window: tuple[datetime, datetime]
+) -> None:
+    from feast import FeatureStore
+
+    store_type = config.online_store.type
+    chatter = io.StringIO()  # Feast prints progress; keep the CLI's output ours
+    try:
+        with contextlib.redirect_stdout(chatter):
+            store = FeatureStore(config=config, repo_path=str(config.repo_path))
+            apply_definitions(store, contents)
+            store.materialize(window[0], window[1], feature_views=views)
+    except Exception as e:  # the store's own failure, whatever its client raises: say what is left
+        kept = (
+            "the live online store is untouched"
+            if store_type == "sqlite"
+            else "rows already written are complete and readable; rerun to finish"
+        )
+        raise PublishError(
+            f"apply/materialize into the {store_type} online store failed: {e!r}; {kept}"
+        ) from e
+    finally:
+        log.debug("feast output:\n%s", chatter.getvalue())
+
+
+def _copy_live(live: Path, staged: Path, sqlite: bool) -> None:
+    """Seed the staging copy with the live registry / online database, if there is one yet."""
+    if not live.is_file():
+        return
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    if not sqlite:
+        shutil.copy2(live, staged)
+        return
+    with (
+        contextlib.closing(sqlite3.connect(f"file:{live}?mode=ro", uri=True)) as source,
+        contextlib.closing(sqlite3.connect(staged)) as target,
+    ):
+        source.backup(target)
+
+
+def _promote(stage: Path, repo: Path, relative: list[str]) -> None:
+    for rel in relative:
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(stage / rel, 0o644)
+        os.replace(stage / rel, repo / rel)
+
+
+@contextlib.contextmanager
+def _staging(data_root: Path) -> Iterator[Path]:
+    stage = Path(tempfile.mkdtemp(prefix=".publish-", dir=data_root))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def summary(result: PublishResult) -> dict[str, Any]:
+    """A JSON-ready account of a publish run (what the CLI prints and the pipeline records)."""
+    return {
+        "repo": str(result.repo),
+        "config": str(result.config),
+        "online_store": result.online_store,
+        "feature_service": result.feature_service,
+        "views": result.views,
+        "rows": result.rows,
+        "window": [t.isoformat() for t in result.window],
+        "seconds": round(result.seconds, 2),
+    }
