@@ -206,6 +206,8 @@ def _train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     metrics = train(args.data, args.out, config, baselines_from=args.baselines, cache_dir=args.cache)
+    if not metrics:  # a non-zero torchrun rank: rank 0 writes and reports
+        return 0
     truth = _truth(args.data)
     console.print(metrics_table(collect_rows(metrics, truth)))
     console.print(f"wrote {args.out} (report: {args.out / 'report.html'}) in {metrics['seconds']:.0f} s")

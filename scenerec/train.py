@@ -32,6 +32,7 @@ from scenerec.data import schema as c
 from scenerec.data.dataset import Dataset, load_dataset
 from scenerec.data.io import atomic_directory, write_json, write_parquet
 from scenerec.data.split import EvalCases, cold_item_split, leave_last_out
+from scenerec.distributed import init_distributed
 from scenerec.evaluate import evaluate, scene_slices
 from scenerec.export import export_model_graphs
 from scenerec.model.fit import FitResult, fit, item_statistics
@@ -64,6 +65,9 @@ def train(
 ) -> dict[str, Any]:
     """Train, evaluate and export to `out_dir`; returns the metrics written to metrics.json."""
     started = time.perf_counter()
+    for name in config.train.ablations:  # a typo fails now, not after the main model has trained
+        _variant(config, name)
+    rank, _ = init_distributed(config.train.device)
     dataset = load_dataset(data_dir, config.data)
     encoder = TextEncoder(resolve_encoder_dir(config.text), config.text.max_length, config.text.batch_size)
     texts = dataset.items[c.TEXT].fillna("").astype(str).tolist()
@@ -78,6 +82,9 @@ def train(
         main.best_valid["ndcg@10"],
         main.seconds,
     )
+    if rank != 0:  # under torchrun: take part in every collective fit, write nothing
+        _follow_rank_zero(dataset, split, config, text)
+        return {}
     with atomic_directory(out_dir) as staging:
         samples = [
             inputs_from_cases(
@@ -129,6 +136,21 @@ def train(
         }
         write_json(manifest, staging / MANIFEST)
     return metrics
+
+
+def _follow_rank_zero(dataset: Dataset, split: Any, config: Config, text: torch.Tensor) -> None:
+    """The fits rank 0 runs after the main one, in its order (their DDP steps are collective)."""
+    if config.train.cold_start_eval:
+        cold = cold_item_split(dataset, config.data)
+        fit(dataset, cold.warm.train, cold.warm.valid_cases(), config, text, desc="cold-item model")
+    for name in config.train.ablations:
+        fit(dataset, split.train, split.valid_cases(), _variant(config, name), text, desc=f"ablation {name}")
+
+
+def _variant(config: Config, name: str) -> Config:
+    if name not in ABLATIONS:
+        raise ValueError(f"train.ablations: unknown ablation {name!r} (known: {', '.join(ABLATIONS)})")
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, **ABLATIONS[name]))
 
 
 def _write_tables(
@@ -244,9 +266,7 @@ def _cold_metrics(dataset: Dataset, config: Config, text: torch.Tensor) -> dict[
 
 
 def _ablation(name: str, dataset: Dataset, split: Any, config: Config, text: torch.Tensor) -> dict[str, Any]:
-    if name not in ABLATIONS:
-        raise ValueError(f"train.ablations: unknown ablation {name!r} (known: {', '.join(ABLATIONS)})")
-    variant = dataclasses.replace(config, model=dataclasses.replace(config.model, **ABLATIONS[name]))
+    variant = _variant(config, name)
     fitted = fit(dataset, split.train, split.valid_cases(), variant, text, desc=f"ablation {name}")
     cases = split.test_cases()
     result = evaluate(

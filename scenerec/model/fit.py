@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from scenerec.config import Config
 from scenerec.data.dataset import ITEM_IDX, Dataset
 from scenerec.data.split import EvalCases
+from scenerec.distributed import from_rank_zero, rank_and_world
 from scenerec.evaluate import evaluate
 from scenerec.model.joint import JointModel
 from scenerec.model.losses import alignment_infonce, full_softmax, sampled_softmax
@@ -116,6 +117,15 @@ def _fit(
     n_items, n_scenes = dataset.vocab.n_items, len(dataset.vocab.scenes)
     conversions = dataset.conversions(config.data)[train_rows.index.to_numpy()]
     windows = build_windows(train_rows, conversions, mc.max_history, n_items, n_scenes, mc.hour_buckets)
+    rank, world = rank_and_world()
+    batch_size = tc.batch_size
+    if world > 1:  # equal shards (every rank takes as many steps) and the same global batch size
+        per_rank = len(windows) // world
+        shard = np.random.default_rng(tc.seed).permutation(len(windows))[
+            rank * per_rank : (rank + 1) * per_rank
+        ]
+        windows = windows.select(np.sort(shard))
+        batch_size = max(1, tc.batch_size // world)
     use_conversion = 0.0 < conversions.mean() < 1.0 and tc.conversion_weight > 0
     model = build_model(dataset, train_rows, config, text).to(device)
     _, _, counts = item_statistics(train_rows, n_items, mc.popularity_buckets)
@@ -124,6 +134,10 @@ def _fit(
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay
     )
+    loss_module = _Loss(model, tc, mc, sampled, popularity, use_conversion)
+    step: torch.nn.Module = loss_module
+    if world > 1:
+        step = torch.nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     result = FitResult(model=model, best_epoch=-1, best_valid={}, device=str(device))
     best_state: dict[str, Any] | None = None
     started, targets_seen, stale = time.perf_counter(), 0, 0
@@ -132,12 +146,10 @@ def _fit(
         model.train()
         losses = []
         epoch_start = time.perf_counter()
-        batches = _length_bucketed_batches(windows, tc.batch_size, rng)
+        batches = _length_bucketed_batches(windows, batch_size, rng)
         for rows in tqdm(batches, desc=f"{desc} epoch {epoch + 1}", unit="batch", leave=False, disable=None):
             batch = windows.select(rows)
-            loss, n_targets = _step(
-                model, batch, device, tc, mc, sampled, popularity, use_conversion, generator
-            )
+            loss, n_targets = _step(step, model, batch, device, mc, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -165,7 +177,7 @@ def _fit(
         log.info(
             "%s epoch %d loss %.4f valid %s %.4f", desc, epoch + 1, np.mean(losses), metric, valid[metric]
         )
-        if valid[metric] > result.best_valid.get(metric, -1.0):
+        if from_rank_zero(valid[metric]) > result.best_valid.get(metric, -1.0):  # ranks decide alike
             result.best_epoch, result.best_valid, stale = epoch + 1, valid, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
@@ -199,46 +211,67 @@ def _length_bucketed_batches(windows: Windows, batch_size: int, rng: np.random.G
 
 
 def _step(
+    step: torch.nn.Module,
     model: JointModel,
     batch: Windows,
     device: torch.device,
-    tc: Any,
     mc: Any,
-    sampled: bool,
-    popularity: torch.Tensor,
-    use_conversion: bool,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, int]:
-    """One batch's loss: next-item softmax + alignment + conversion BCE."""
+    """One batch's loss through `step` (the loss module, or its DistributedDataParallel wrapper)."""
     width = max(int((batch.targets >= 0).sum(axis=1).max()), 1)  # left-padded: keep the last columns
     t = {k: torch.as_tensor(v[:, -width:], device=device) for k, v in batch.__dict__.items()}
     drop = None
     if mc.use_text and mc.id_dropout > 0:
         drop = torch.rand(model.n_items, generator=generator).to(device) < mc.id_dropout
-    items = model.item_side(drop)
-    query = model.query_side(
-        t["hist_items"], t["hist_scenes"], t["scene"], t["device"], t["hour"], t["weekday"], items=items
-    )
-    mask = t["targets"] >= 0
-    targets = t["targets"][mask]
-    q = query.vectors()[mask]
-    item_vectors = items.vectors()
-    # Items never seen in training are not in the training catalogue: a brand-new item does not exist
-    # yet when the model learns, so it must not be pushed down as a negative either.
-    absent = model.items.cold
-    if sampled:
-        loss = sampled_softmax(
-            q, item_vectors, targets, tc.negatives, popularity, generator=None, absent=absent
+    loss = step(t, drop)
+    return loss, int((t["targets"] >= 0).sum())
+
+
+class _Loss(torch.nn.Module):
+    """The training objective as a module, so DistributedDataParallel can wrap it:
+    next-item softmax + ID-text alignment + conversion BCE."""
+
+    popularity: torch.Tensor
+
+    def __init__(
+        self,
+        model: JointModel,
+        tc: Any,
+        mc: Any,
+        sampled: bool,
+        popularity: torch.Tensor,
+        use_conversion: bool,
+    ) -> None:
+        super().__init__()
+        self.model, self.tc, self.mc = model, tc, mc
+        self.sampled, self.use_conversion = sampled, use_conversion
+        self.register_buffer("popularity", popularity)
+
+    def forward(self, t: dict[str, torch.Tensor], drop: torch.Tensor | None) -> torch.Tensor:
+        model, tc, mc = self.model, self.tc, self.mc
+        items = model.item_side(drop)
+        query = model.query_side(
+            t["hist_items"], t["hist_scenes"], t["scene"], t["device"], t["hour"], t["weekday"], items=items
         )
-    else:
-        loss = full_softmax(q, item_vectors, targets, absent=absent)
-    if mc.use_text and tc.align_weight > 0:
-        unique = targets.unique()
-        learned = model.items.id_embedding.weight[unique]
-        generated = model.items.generated_ids(items.raw_text[unique])
-        loss = loss + tc.align_weight * alignment_infonce(learned, generated, tc.align_temperature)
-    if use_conversion:
-        logits = model.conversion_logit(query, items, t["targets"].clamp(min=0)[..., None])[..., 0]
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[mask], t["conversion"][mask])
-        loss = loss + tc.conversion_weight * bce
-    return loss, int(mask.sum())
+        mask = t["targets"] >= 0
+        targets = t["targets"][mask]
+        q = query.vectors()[mask]
+        item_vectors = items.vectors()
+        # Items never seen in training are not in the training catalogue: a brand-new item does not
+        # exist yet when the model learns, so it must not be pushed down as a negative either.
+        absent = model.items.cold
+        if self.sampled:
+            loss = sampled_softmax(q, item_vectors, targets, tc.negatives, self.popularity, absent=absent)
+        else:
+            loss = full_softmax(q, item_vectors, targets, absent=absent)
+        if mc.use_text and tc.align_weight > 0:
+            unique = targets.unique()
+            learned = model.items.id_embedding.weight[unique]
+            generated = model.items.generated_ids(items.raw_text[unique])
+            loss = loss + tc.align_weight * alignment_infonce(learned, generated, tc.align_temperature)
+        if self.use_conversion:
+            logits = model.conversion_logit(query, items, t["targets"].clamp(min=0)[..., None])[..., 0]
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[mask], t["conversion"][mask])
+            loss = loss + tc.conversion_weight * bce
+        return loss
