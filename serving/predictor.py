@@ -34,7 +34,7 @@ class FeatureReader(Protocol):
 
     feature_names: tuple[str, ...]
 
-    def read(self, user_id: str, scene_id: str, timeout_s: float | None = None) -> Any: ...
+    def read(self, user_id: str, scene_id: str) -> Any: ...
 
 
 HISTORY_ITEMS, HISTORY_SCENES = "history_item_ids", "history_scenes"
@@ -96,6 +96,7 @@ class ScenerecModel(Model):
         self._warm_up()
         gc.collect()
         gc.freeze()  # a full collection with Feast and ORT loaded takes >100 ms: not on the request path
+        self._warm_up()  # again after the collection, which left the caches cold for the first request
         metrics.READY.labels(self.name).set(1)
         self.ready = True
         return self.ready
