@@ -74,7 +74,7 @@ def world(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     run = [sys.executable, "-m", "scenerec.cli"]
     if not (data / "truth.json").is_file():
         subprocess.run(
-            [*run, "data", "synth", "--out", str(data), "--users", "5000", "--items", "10000"], check=True
+            [*run, "data", "synth", "--out", str(data), "--users", "3000", "--items", "10000"], check=True
         )
     if not (model / "manifest.json").is_file():
         subprocess.run(
