@@ -127,6 +127,7 @@ def start(command: list[str], http: int) -> subprocess.Popen[bytes]:
 
 def raw_cost(model: Path, repo: Path, users: list[str], n: int) -> dict[str, float]:
     """One request's in-process cost through the predictor's own `recommend` (no HTTP)."""
+    sys.path.insert(0, str(ROOT))  # the package `serving`, not this script (benchmarks/serving.py)
     from serving.predictor import ScenerecModel
     from serving.requests import Request
 
