@@ -22,6 +22,7 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from scenerec.features.readers import FeatureReadError  # light: no Feast import
 from serving import metrics
 from serving.requests import V2_INPUTS, V2_OUTPUTS, Request, parse_v1, parse_v2
 from serving.runtime import PART_NAMES, Query, Runtime
@@ -202,8 +203,6 @@ class ScenerecModel(Model):
         assert self.runtime is not None and self.features is not None
         rt, model = self.runtime, self.name
         started = time.perf_counter()
-        from scenerec.features.readers import FeatureReadError
-
         histories: list[tuple[list[str], list[str], bool] | None] = []
         with metrics.STAGE_SECONDS["feature_read"].labels(model).time():
             for request in requests:
