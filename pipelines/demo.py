@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from pipelines.local_run import DEFAULT_ROOT, run_local, synthetic_data
 from scenerec.config import load_config
 from scenerec.report import collect_rows
 from scenerec.tables import metrics_table
+from serving.launch import PredictorNotReady, free_port, predictor_command, wait_until_ready
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 DEMO_SETTINGS = ["train.ablations=[]", "train.cold_start_eval=false"]
@@ -58,7 +58,7 @@ def main() -> int:
         steps.add_row(step.name, step.status, f"{step.seconds:.1f}")
     console.print(steps)
     console.rule("3. the predictor (KServe ModelServer on loopback)")
-    port, grpc = _free_port(), _free_port()
+    port, grpc = free_port(), free_port()
     server = _serve(run.model_dir, run.feature_repo, port, grpc)
     try:
         console.rule("4. ranked answers")
@@ -76,46 +76,19 @@ def main() -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(model_dir: Path, repo: Path, port: int, grpc: int) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "serving",
-        "--model_name",
-        "scenerec",
-        "--model_dir",
-        str(model_dir),
-        "--feature_repo",
-        str(repo),
-        "--http_port",
-        str(port),
-        "--grpc_port",
-        str(grpc),
-        "--enable_latency_logging",
-        "false",
-    ]
-    log = (model_dir.parent / "predictor.log").open("wb")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    log = model_dir.parent / "predictor.log"
+    with log.open("wb") as handle:
+        server = subprocess.Popen(
+            predictor_command(model_dir, repo, port, grpc), stdout=handle, stderr=subprocess.STDOUT
+        )
     with console.status(f"starting the predictor on 127.0.0.1:{port} ..."):
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise SystemExit(f"the predictor exited; see {log.name}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                    console.print(f"ready: http://127.0.0.1:{port} (gRPC 127.0.0.1:{grpc}), log {log.name}")
-                    return server
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-    server.kill()
-    raise SystemExit("the predictor did not become ready within 180 s")
+        try:
+            wait_until_ready(server, port, log)
+        except PredictorNotReady as e:
+            raise SystemExit(str(e)) from e
+    console.print(f"ready: http://127.0.0.1:{port} (gRPC 127.0.0.1:{grpc}), log {log}")
+    return server
 
 
 def _ask(port: int, data: Path) -> None:

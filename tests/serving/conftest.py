@@ -6,16 +6,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
+
+from serving.launch import PredictorNotReady, free_port, predictor_command, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_TRAIN = [
@@ -30,12 +29,6 @@ TINY_TRAIN = [
     "--set",
     "baselines.names=[popularity]",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scenerec(*args: str) -> None:
@@ -79,47 +72,20 @@ def served_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
 
 def start_server(model: Path, repo: Path, log: Path, *extra: str) -> Server:
     http, grpc = free_port(), free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "serving",
-        "--model_name",
-        "scenerec",
-        "--model_dir",
-        str(model),
-        "--feature_repo",
-        str(repo),
-        "--http_port",
-        str(http),
-        "--grpc_port",
-        str(grpc),
-        "--device",
-        "cpu",
-        "--enable_latency_logging",
-        "false",
-        *extra,
-    ]
-    handle = log.open("wb")
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    server = Server(process, f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc}", model, repo, log)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the predictor exited ({process.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{server.http}/v2/health/ready", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    server.stop()
-    raise AssertionError(f"the predictor was not ready in 180 s:\n{log.read_text()[-3000:]}")
+    command = predictor_command(model, repo, http, grpc, "--device", "cpu", *extra)
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        wait_until_ready(process, http, log)
+    except PredictorNotReady as e:
+        raise AssertionError(str(e)) from e
+    return Server(process, f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc}", model, repo, log)
 
 
 @pytest.fixture(scope="session")
