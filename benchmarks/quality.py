@@ -6,7 +6,9 @@ reproduced on real data. The same protocol runs everywhere: leave-last-out full 
 tuned on valid, cold items on the cold-item split.
 
 Targets checked (issue "The joint model"): test NDCG@10 >= 1.2 x the best baseline and >= 0.8 x the
-oracle; cold-item NDCG@10 >= 0.5 x warm; every ablation below the full model.
+oracle; cold-item NDCG@10 >= 0.5 x warm (reported for both cold rankings: against the whole catalogue,
+and among the new items only); every ablation below the full model. On synthetic data the table also
+shows the observed-history oracle (truth.json), the ceiling of any model that reads the log.
 
 Usage: python benchmarks/quality.py [--data DIR] [--set key=value ...]
 """
@@ -24,6 +26,7 @@ from common import print_table, write_results
 
 from scenerec.config import load_config
 from scenerec.data.synthetic import SyntheticSpec, write_synthetic
+from scenerec.evaluate import COLD_NEW_SLICE, COLD_SLICE
 from scenerec.train import train
 
 OUT = Path(__file__).parent / "out"
@@ -47,7 +50,9 @@ def main() -> None:
     metrics = train(data, OUT / f"model-{data.name}", config, cache_dir=OUT / "cache")
     seconds = time.perf_counter() - started
     truth_path = data / "truth.json"
-    oracle = json.loads(truth_path.read_text())["oracle"]["test"] if truth_path.is_file() else None
+    truth = json.loads(truth_path.read_text()) if truth_path.is_file() else {}
+    oracle = truth.get("oracle", {}).get("test")
+    observed = truth.get("oracle_observed_history", {}).get("test")
 
     model = metrics["model"]
     rows = [
@@ -55,7 +60,7 @@ def main() -> None:
             "system": "scenerec",
             "ndcg@10": model["test"]["ndcg@10"],
             "hr@10": model["test"]["hr@10"],
-            "cold ndcg@10": model["slices"].get("cold_items", {}).get("ndcg@10", float("nan")),
+            **_cold_columns(model),
         }
     ]
     rows += [
@@ -63,7 +68,7 @@ def main() -> None:
             "system": f"ablation:{k}",
             "ndcg@10": v["test"]["ndcg@10"],
             "hr@10": v["test"]["hr@10"],
-            "cold ndcg@10": float("nan"),
+            **_cold_columns({}),
         }
         for k, v in metrics["ablations"].items()
     ]
@@ -72,7 +77,7 @@ def main() -> None:
             "system": k,
             "ndcg@10": v["test"]["ndcg@10"],
             "hr@10": v["test"]["hr@10"],
-            "cold ndcg@10": v["slices"]["cold_items"]["ndcg@10"],
+            **_cold_columns(v),
         }
         for k, v in metrics["baselines"].items()
         if "test" in v
@@ -80,11 +85,16 @@ def main() -> None:
     if oracle:
         rows.insert(
             0,
+            {"system": "oracle", "ndcg@10": oracle["ndcg@10"], "hr@10": oracle["hr@10"], **_cold_columns({})},
+        )
+    if observed:
+        rows.insert(
+            1,
             {
-                "system": "oracle",
-                "ndcg@10": oracle["ndcg@10"],
-                "hr@10": oracle["hr@10"],
-                "cold ndcg@10": float("nan"),
+                "system": "oracle (observed history)",
+                "ndcg@10": observed["ndcg@10"],
+                "hr@10": observed["hr@10"],
+                **_cold_columns({}),
             },
         )
     print_table(f"quality on {data}", rows)
@@ -96,8 +106,12 @@ def main() -> None:
     ndcg = model["test"]["ndcg@10"]
     checks = {
         f"ndcg@10 >= 1.2 x best baseline ({best_name})": (ndcg / best, 1.2),
-        "cold ndcg@10 >= 0.5 x warm ndcg@10": (
-            model["slices"].get("cold_items", {}).get("ndcg@10", 0) / ndcg,
+        "cold ndcg@10 (whole catalogue) >= 0.5 x warm ndcg@10": (
+            model["slices"].get(COLD_SLICE, {}).get("ndcg@10", 0) / ndcg,
+            0.5,
+        ),
+        "cold ndcg@10 (among new items) >= 0.5 x warm ndcg@10": (
+            model["slices"].get(COLD_NEW_SLICE, {}).get("ndcg@10", 0) / ndcg,
             0.5,
         ),
         **{
@@ -107,6 +121,11 @@ def main() -> None:
     }
     if oracle:
         checks["ndcg@10 >= 0.8 x oracle"] = (ndcg / oracle["ndcg@10"], 0.8)
+    if observed:
+        checks["ndcg@10 >= 0.8 x oracle (observed history; not an issue target)"] = (
+            ndcg / observed["ndcg@10"],
+            0.8,
+        )
     check_rows = [
         {"target": name, "ratio": ratio, "needed": need, "met": ratio >= need}
         for name, (ratio, need) in checks.items()
@@ -138,6 +157,15 @@ def main() -> None:
         },
     )
     print(f"wrote {path}")
+
+
+def _cold_columns(result: dict) -> dict[str, float]:
+    """The two cold-item rankings of a result (NaN where the protocol was not run)."""
+    slices = result.get("slices", {})
+    return {
+        "cold ndcg@10": slices.get(COLD_SLICE, {}).get("ndcg@10", float("nan")),
+        "cold (among new) ndcg@10": slices.get(COLD_NEW_SLICE, {}).get("ndcg@10", float("nan")),
+    }
 
 
 if __name__ == "__main__":

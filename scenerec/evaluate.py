@@ -39,18 +39,21 @@ def evaluate(
     item_categories: np.ndarray,
     slices: Mapping[str, np.ndarray] | None = None,
     desc: str = "evaluating",
+    candidates: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Metrics overall and per slice: `{"metrics": {...}, "slices": {name: {...}}, "cases": n}`.
 
     Each metrics dict holds hr/ndcg/recall/mrr@K, `coverage@K` (share of the catalogue that appears
     in any top-K list) and `ild@K` (intra-list diversity: share of top-K pairs in different
-    categories).
+    categories). `candidates` [N] (bool) restricts the ranking to those items (the others are masked
+    like history), for protocols that rank within a shelf such as the new items.
     """
     ks = tuple(config.ks)
     k_max = min(max(ks), n_items)
     ranks = np.empty(len(cases), dtype=np.int64)
     top = np.empty((len(cases), k_max), dtype=np.int64)
     categories = torch.as_tensor(item_categories)
+    excluded = None if candidates is None else ~torch.as_tensor(candidates, dtype=torch.bool)
     starts = range(0, len(cases), config.chunk_size)
     for lo in tqdm(starts, desc=desc, unit="chunk", disable=None, leave=False):
         hi = min(lo + config.chunk_size, len(cases))
@@ -60,6 +63,8 @@ def evaluate(
             raise ValueError(f"scorer returned shape {tuple(scores.shape)}, expected {(hi - lo, n_items)}")
         if torch.isnan(scores).any():
             raise ValueError("scorer returned NaN scores")
+        if excluded is not None:
+            scores = scores.masked_fill(excluded[None, :], float("-inf"))
         ranks[lo:hi] = _mask_and_rank(scores, chunk)
         top[lo:hi] = torch.topk(scores, k_max, dim=1).indices.numpy()
     top_categories = categories[torch.as_tensor(top)].numpy() if len(cases) else top
@@ -91,3 +96,31 @@ def _summarise(
         out[f"coverage@{k}"] = float(np.unique(top[:, :k]).size / n_items) if len(top) else 0.0
         out[f"ild@{k}"] = float(intra_list_diversity(top_categories[:, :k]).mean()) if len(top) else 0.0
     return out
+
+
+COLD_SLICE, COLD_NEW_SLICE = "cold_items", "cold_items:among_new"
+
+
+def cold_item_slices(
+    scorer: Scorer,
+    cases: EvalCases,
+    cold_items: np.ndarray,
+    n_items: int,
+    config: EvalConfig,
+    item_categories: np.ndarray,
+    desc: str = "cold test",
+) -> dict[str, dict[str, float]]:
+    """The cold-item protocol's two rankings of the same cases.
+
+    `cold_items`: against the whole catalogue (the data contract's protocol: a new item competes with
+    every warm one, whose popularity the model knows and the new item's it cannot).
+    `cold_items:among_new`: among the held-out items only (the item cold-start protocol of DropoutNet,
+    Heater and CLCRec: a "new arrivals" shelf), which isolates how well text places a new item.
+    """
+    new = np.zeros(n_items, dtype=bool)
+    new[cold_items] = True
+    whole = evaluate(scorer, cases, n_items, config, item_categories, desc=desc)["metrics"]
+    among_new = evaluate(
+        scorer, cases, n_items, config, item_categories, desc=f"{desc} (new items)", candidates=new
+    )["metrics"]
+    return {COLD_SLICE: whole, COLD_NEW_SLICE: among_new}

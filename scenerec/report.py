@@ -25,6 +25,8 @@ def collect_rows(
     rows: dict[str, dict[str, Any]] = {}
     if truth and "oracle" in truth:
         rows["oracle"] = truth["oracle"]
+    if truth and "oracle_observed_history" in truth:
+        rows["oracle (observed history)"] = truth["oracle_observed_history"]
     if "model" in metrics:
         rows["scenerec"] = metrics["model"]
     for section in ("ablations", "baselines"):

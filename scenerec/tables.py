@@ -20,7 +20,10 @@ def metrics_table(rows: Mapping[str, Mapping[str, Any]], title: str = "test metr
     table.add_column("model", style="bold")
     for column in (*HEADLINE_COLUMNS, "cold ndcg@10", *(f"{s} ndcg@10" for s in scenes)):
         table.add_column(column, justify="right")
-    best = max((r["test"]["ndcg@10"] for n, r in rows.items() if "test" in r and n != "oracle"), default=None)
+    best = max(
+        (r["test"]["ndcg@10"] for n, r in rows.items() if "test" in r and not n.startswith("oracle")),
+        default=None,
+    )
     for name, result in rows.items():
         if "test" not in result:
             table.add_row(name, f"[dim]{result.get('skipped', 'not run')}[/dim]")

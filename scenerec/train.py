@@ -33,7 +33,7 @@ from scenerec.data.dataset import Dataset, load_dataset
 from scenerec.data.io import atomic_directory, write_json, write_parquet
 from scenerec.data.split import EvalCases, cold_item_split, leave_last_out
 from scenerec.distributed import init_distributed
-from scenerec.evaluate import evaluate, scene_slices
+from scenerec.evaluate import COLD_NEW_SLICE, COLD_SLICE, cold_item_slices, evaluate, scene_slices
 from scenerec.export import export_model_graphs
 from scenerec.model.fit import FitResult, fit, item_statistics
 from scenerec.model.inputs import inputs_from_cases
@@ -114,7 +114,7 @@ def train(
             "samples_per_second": round(main.samples_per_second),
         }
         if config.train.cold_start_eval:
-            model_metrics["slices"]["cold_items"] = _cold_metrics(dataset, config, text)
+            model_metrics["slices"].update(_cold_metrics(dataset, config, text))
         metrics: dict[str, Any] = {
             "model": model_metrics,
             "ablations": {
@@ -251,18 +251,17 @@ def _evaluate_shipped(
     return {"test": result["metrics"], "slices": result["slices"], "scored_with": "onnxruntime"}
 
 
-def _cold_metrics(dataset: Dataset, config: Config, text: torch.Tensor) -> dict[str, float]:
+def _cold_metrics(dataset: Dataset, config: Config, text: torch.Tensor) -> dict[str, dict[str, float]]:
     cold = cold_item_split(dataset, config.data)
     fitted = fit(dataset, cold.warm.train, cold.warm.valid_cases(), config, text, desc="cold-item model")
-    result = evaluate(
+    return cold_item_slices(
         TorchScorer(fitted.model, len(dataset.vocab.devices)),
         cold.test_cases(),
+        cold.cold_items,
         dataset.vocab.n_items,
         config.eval,
         dataset.item_categories(),
-        desc="cold test",
     )
-    return result["metrics"]
 
 
 def _ablation(name: str, dataset: Dataset, split: Any, config: Config, text: torch.Tensor) -> dict[str, Any]:
@@ -330,10 +329,11 @@ def evaluate_model_dir(data_dir: Path, model_dir: Path, out: Path | None = None)
     out = out or Path(model_dir) / "metrics.json"
     metrics = json.loads(out.read_text()) if out.is_file() else {}
     previous = metrics.get("model", {})
-    previous_cold = previous.get("slices", {}).get("cold_items")
+    previous_slices = previous.get("slices", {})
     metrics["model"] = {**previous, **result}
-    if previous_cold is not None:  # the cold protocol needs a retrained model: keep what training measured
-        metrics["model"]["slices"]["cold_items"] = previous_cold
+    for name in (COLD_SLICE, COLD_NEW_SLICE):  # the cold protocol needs a retrained model: keep them
+        if name in previous_slices:
+            metrics["model"]["slices"][name] = previous_slices[name]
     metrics["dataset"] = dataset.summary()
     write_json(metrics, out)
     return metrics

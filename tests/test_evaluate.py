@@ -9,7 +9,7 @@ import pytest
 
 from scenerec.config import EvalConfig
 from scenerec.data.split import EvalCases
-from scenerec.evaluate import evaluate
+from scenerec.evaluate import cold_item_slices, evaluate
 
 
 def cases(targets: list[int], histories: list[list[int]], scenes: list[int] | None = None) -> EvalCases:
@@ -81,3 +81,20 @@ def test_bad_scorer_output_is_rejected() -> None:
         evaluate(FixedScores(np.zeros((1, 3))), cases([0], [[]]), 4, EvalConfig(), np.zeros(4, int))
     with pytest.raises(ValueError, match="NaN"):
         evaluate(FixedScores(np.full((1, 4), np.nan)), cases([0], [[]]), 4, EvalConfig(), np.zeros(4, int))
+
+
+def test_cold_items_are_ranked_against_everything_and_among_the_new_items() -> None:
+    # items 3 and 4 are new; the target (4) is behind three warm items but first among the new ones
+    scores = np.array([[5.0, 4.0, 3.0, 1.0, 2.0], [5.0, 4.0, 3.0, 2.0, 1.0]])
+    result = cold_item_slices(
+        FixedScores(scores),
+        cases([4, 4], [[], [0]]),
+        np.array([3, 4]),
+        5,
+        EvalConfig(ks=(1, 4)),
+        np.zeros(5, int),
+    )
+    whole, new = result["cold_items"], result["cold_items:among_new"]
+    assert whole["mrr@4"] == pytest.approx(1 / 4)  # rank 3 in both cases (item 0 masked in case 1)
+    assert new["hr@1"] == pytest.approx(1 / 2)  # first among the new items in case 0, second in case 1
+    assert new["mrr@4"] == pytest.approx((1 + 1 / 2) / 2)

@@ -80,7 +80,9 @@ def test_metrics_cover_model_slices_ablations_and_baselines(trained: Path) -> No
     metrics = json.loads((trained / "metrics.json").read_text())
     model = metrics["model"]
     assert model["scored_with"] == "onnxruntime"
-    assert {"scene:home", "scene:search", "scene:detail", "cold_items"} <= set(model["slices"])
+    assert {"scene:home", "scene:search", "scene:detail", "cold_items", "cold_items:among_new"} <= set(
+        model["slices"]
+    )
     assert 0 < model["test"]["ndcg@10"] <= model["test"]["hr@10"] <= 1
     assert set(model["lambda"]["scene"]) >= {"home", "search", "detail"}
     assert model["tasks"]["conversion_auc"] is not None and 0 <= model["tasks"]["conversion_auc"] <= 1

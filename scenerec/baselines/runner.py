@@ -22,7 +22,7 @@ from scenerec.baselines.popularity import Popularity, ScenePopularity
 from scenerec.config import BaselineConfig, Config
 from scenerec.data.dataset import Dataset
 from scenerec.data.split import ColdSplit, Split, cold_item_split, leave_last_out
-from scenerec.evaluate import evaluate, scene_slices
+from scenerec.evaluate import cold_item_slices, evaluate, scene_slices
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +112,20 @@ def run_baselines(
             slices,
             desc=f"{name} test",
         )
-        cold_result = evaluate(
-            fitted(cold_train, best_params), cold_cases, n_items, config.eval, categories, desc=f"{name} cold"
+        cold_result = cold_item_slices(
+            fitted(cold_train, best_params),
+            cold_cases,
+            cold.cold_items,
+            n_items,
+            config.eval,
+            categories,
+            desc=f"{name} cold",
         )
         results[name] = {
             "params": best_params,
             "valid": best_valid,
             "test": test["metrics"],
-            "slices": {**test["slices"], "cold_items": cold_result["metrics"]},
+            "slices": {**test["slices"], **cold_result},
             "seconds": round(time.perf_counter() - started, 2),
         }
     return results

@@ -16,6 +16,13 @@ What is planted (all of it visible in `truth.json`):
 Every event is sampled from an exactly computed next-item distribution; the distribution of each
 user's last event is the oracle's ranking on the test split (the Bayes ranking for someone who knows
 the latent state), so later models can be judged against that ceiling.
+
+That oracle sees the user's current interest, which no log shows. A second ceiling,
+`oracle_observed_history`, is the Bayes ranking of someone who knows every planted parameter and the
+user's interest mixture but must infer the current interest from the items the user actually chose
+(an exact forward filter over the current-interest chain). It is still out of reach of any model
+(the mixture and the planted parameters are hidden too), but it shows how much of the gap to the
+first oracle no history can close.
 """
 
 from __future__ import annotations
@@ -97,7 +104,7 @@ def generate(
     rng = np.random.default_rng(spec.seed)
     planted = _plant(spec, rng)
     items = _items(spec, planted, rng)
-    rows, oracle_ranks, oracle_scenes = _simulate(spec, planted, rng)
+    rows, oracle_ranks, observed_ranks, oracle_scenes = _simulate(spec, planted, rng)
     interactions = pd.DataFrame(rows)
     interactions[c.USER_ID] = np.char.add("u", interactions.pop("u").to_numpy().astype(str))
     interactions[c.ITEM_ID] = items[c.ITEM_ID].to_numpy()[interactions.pop("i").to_numpy()]
@@ -130,6 +137,11 @@ def generate(
                 for s, name in enumerate(planted.scene_names)
                 if (oracle_scenes == s).any()
             },
+        },
+        "oracle_observed_history": {
+            "description": "Bayes ranking given the planted parameters and interest mixture, with the "
+            "current interest inferred from the observed history (forward filter)",
+            "test": metrics_from_ranks(observed_ranks, eval_config.ks),
         },
     }
     return interactions, items, truth
@@ -226,8 +238,13 @@ def _items(spec: SyntheticSpec, planted: _Planted, rng: np.random.Generator) -> 
 
 def _simulate(
     spec: SyntheticSpec, planted: _Planted, rng: np.random.Generator
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Sample every user's log, step by step for a chunk of users at a time."""
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Sample every user's log, step by step for a chunk of users at a time.
+
+    Returns the rows, the oracle's rank of each user's last item, the observed-history oracle's rank
+    of it, and the scene of that last event. The filter consumes no random numbers: the log is the
+    same with or without it.
+    """
     n, t, s = spec.items, spec.topics, spec.scenes
     topic_onehot = np.eye(t)[planted.item_topic]  # [N, T]
     pop_pow = planted.popularity[None, :] ** planted.scene_pop_exponent[:, None]  # [S, N]
@@ -239,6 +256,7 @@ def _simulate(
     mean_gap = spec.days * 86400 / 3 / spec.mean_events
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("u", "i", "t", "s", "d", "buy")}
     oracle_ranks = np.empty(spec.users, dtype=np.int64)
+    observed_ranks = np.empty(spec.users, dtype=np.int64)
     oracle_scenes = np.empty(spec.users, dtype=np.int64)
     chunk = max(64, 4_000_000 // n)
     for lo in tqdm(range(0, spec.users, chunk), desc="synthesising users", unit="chunk", disable=None):
@@ -250,6 +268,7 @@ def _simulate(
         main_device = rng.choice(len(DEVICES), size=b, p=[0.6, 0.3, 0.1])
         clock = rng.uniform(0, spec.days * 86400 * 2 / 3, size=b)
         current = _sample_rows(interest, rng)
+        belief = interest.copy()  # observed-history posterior over the current interest [b, T]
         seen = np.zeros((b, n), dtype=bool)
         prev = np.full(b, -1)
         for step in range(int(n_events[users].max())):
@@ -261,6 +280,7 @@ def _simulate(
                     interest[drifting, rng.integers(0, t, size=len(drifting))] += 0.3
                 switching = active[rng.random(len(active)) > spec.stickiness]
                 current[switching] = _sample_rows(interest[switching], rng)
+                belief[active] = spec.stickiness * belief[active] + (1 - spec.stickiness) * interest[active]
             scene = _sample_rows(scene_pref[active], rng)
             device = np.where(
                 rng.random(len(active)) < 0.85,
@@ -269,18 +289,11 @@ def _simulate(
             )
             clock[active] += 60 + rng.exponential(mean_gap, size=len(active))
             hour = ((clock[active] // 3600) % 24 // (24 // _HOUR_BUCKETS)).astype(int)
+            state = (interest[active], scene, device, hour, seen[active], prev[active])
+            per_current = _topic_choice(planted, pop_pow, topic_onehot, *state[:5])  # [B, T cur, T]
+            rows_b = np.arange(len(active))
             probs = _next_item_probs(
-                spec,
-                planted,
-                topic_onehot,
-                pop_pow,
-                interest[active],
-                current[active],
-                scene,
-                device,
-                hour,
-                seen[active],
-                prev[active],
+                spec, planted, pop_pow, topic_onehot, per_current[rows_b, current[active]], *state[1:]
             )
             chosen = _sample_rows(probs, rng)
             last = np.flatnonzero(step == n_events[users[active]] - 1)
@@ -288,6 +301,18 @@ def _simulate(
                 p_last, p_chosen = probs[last], probs[last, chosen[last]]
                 oracle_ranks[users[active[last]]] = (p_last >= p_chosen[:, None]).sum(axis=1) - 1
                 oracle_scenes[users[active[last]]] = scene[last]
+                # the observed-history oracle: the topic choice averaged over the posterior
+                q_obs = np.einsum("bk,bkt->bt", belief[active[last]], per_current[last])
+                sub = tuple(x[last] for x in state[1:])
+                p_obs = _next_item_probs(spec, planted, pop_pow, topic_onehot, q_obs, *sub)
+                p_target = p_obs[np.arange(len(last)), chosen[last]]
+                observed_ranks[users[active[last]]] = (p_obs >= p_target[:, None]).sum(axis=1) - 1
+            # filter: the chosen item's likelihood under each possible current interest
+            likelihood = _chosen_likelihood(
+                spec, planted, pop_pow, topic_onehot, per_current, chosen, *state[1:]
+            )
+            posterior = belief[active] * likelihood
+            belief[active] = posterior / posterior.sum(axis=1, keepdims=True)
             affinity = np.log(interest[active, planted.item_topic[chosen]] * t + 1e-9)
             buy_logit = -1.5 + 0.8 * affinity + planted.scene_conversion[scene]
             seen[active, chosen] = True
@@ -301,36 +326,56 @@ def _simulate(
                 ("buy", rng.random(len(active)) < 1 / (1 + np.exp(-buy_logit))),
             ):
                 out[key].append(value)
-    return {k: np.concatenate(v) for k, v in out.items()}, oracle_ranks, oracle_scenes
+    return {k: np.concatenate(v) for k, v in out.items()}, oracle_ranks, observed_ranks, oracle_scenes
+
+
+def _topic_choice(
+    planted: _Planted,
+    pop_pow: np.ndarray,
+    topic_onehot: np.ndarray,
+    interest: np.ndarray,
+    scene: np.ndarray,
+    device: np.ndarray,
+    hour: np.ndarray,
+    seen: np.ndarray,
+) -> np.ndarray:
+    """[B, T, T]: the distribution of the next item's topic for each possible current interest (axis 1).
+
+    Topics with no unseen item left get no mass.
+    """
+    t = interest.shape[1]
+    focus = planted.scene_focus[scene][:, None, None]
+    mix = focus * np.eye(t)[None] + (1 - focus) * interest[:, None, :]  # [B, T cur, T]
+    logits = (
+        np.log(mix + 1e-12)
+        + planted.scene_bias[scene][:, None]
+        + planted.device_bias[device][:, None]
+        + planted.hour_bias[hour][:, None]
+    )
+    topic_mass = np.where(seen, 0.0, pop_pow[scene]) @ topic_onehot  # [B, T] unseen popularity mass
+    q = np.exp(logits - logits.max(axis=2, keepdims=True)) * (topic_mass > 0)[:, None, :]
+    return q / q.sum(axis=2, keepdims=True)
 
 
 def _next_item_probs(
     spec: SyntheticSpec,
     planted: _Planted,
-    topic_onehot: np.ndarray,
     pop_pow: np.ndarray,
-    interest: np.ndarray,
-    current: np.ndarray,
+    topic_onehot: np.ndarray,
+    q: np.ndarray,
     scene: np.ndarray,
     device: np.ndarray,
     hour: np.ndarray,
     seen: np.ndarray,
     prev: np.ndarray,
 ) -> np.ndarray:
-    """The exact next-item distribution [B, N] given each user's latent state (0 on seen items)."""
-    b, t = interest.shape
-    focus = planted.scene_focus[scene][:, None]
-    mix = focus * np.eye(t)[current] + (1 - focus) * interest
-    logits = (
-        np.log(mix + 1e-12)
-        + planted.scene_bias[scene]
-        + planted.device_bias[device]
-        + planted.hour_bias[hour]
-    )
+    """The exact next-item distribution [B, N] given the topic choice q [B, T] (0 on seen items).
+
+    Linear in q, so a posterior-weighted q gives the posterior predictive distribution.
+    """
+    b = len(q)
     weight = np.where(seen, 0.0, pop_pow[scene])  # [B, N]
-    topic_mass = weight @ topic_onehot  # [B, T] unseen popularity mass per topic
-    q = np.exp(logits - logits.max(axis=1, keepdims=True)) * (topic_mass > 0)
-    q /= q.sum(axis=1, keepdims=True)
+    topic_mass = weight @ topic_onehot  # [B, T]
     per_topic = np.divide(q, topic_mass, out=np.zeros_like(q), where=topic_mass > 0)
     by_topic = weight * per_topic[:, planted.item_topic]
     succ = np.where(prev >= 0, planted.successor[np.maximum(prev, 0)], -1)
@@ -342,6 +387,34 @@ def _next_item_probs(
     unseen = ~seen
     probs = (1 - spec.noise) * probs + spec.noise * unseen / unseen.sum(axis=1, keepdims=True)
     return probs
+
+
+def _chosen_likelihood(
+    spec: SyntheticSpec,
+    planted: _Planted,
+    pop_pow: np.ndarray,
+    topic_onehot: np.ndarray,
+    per_current: np.ndarray,
+    chosen: np.ndarray,
+    scene: np.ndarray,
+    device: np.ndarray,
+    hour: np.ndarray,
+    seen: np.ndarray,
+    prev: np.ndarray,
+) -> np.ndarray:
+    """[B, T]: p(chosen item | current interest = k) for every k (the forward filter's emission)."""
+    rows = np.arange(len(chosen))
+    weight = np.where(seen, 0.0, pop_pow[scene])
+    topic = planted.item_topic[chosen]
+    mass = weight @ topic_onehot  # [B, T]
+    own = weight[rows, chosen] / np.maximum(mass[rows, topic], 1e-300)  # [B]
+    succ = np.where(prev >= 0, planted.successor[np.maximum(prev, 0)], -1)
+    available = (succ >= 0) & ~seen[rows, np.maximum(succ, 0)]
+    series = planted.scene_series[scene] * available
+    by_topic = per_current[rows, :, topic] * own[:, None]  # [B, T cur]
+    follow = (series * (succ == chosen))[:, None]
+    uniform = (spec.noise / (~seen).sum(axis=1))[:, None]
+    return (1 - spec.noise) * ((1 - series)[:, None] * by_topic + follow) + uniform
 
 
 def _sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:

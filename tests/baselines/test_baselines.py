@@ -106,7 +106,13 @@ def test_runner_tunes_on_valid_and_reports_both_protocols(small_synthetic_datase
     assert set(results) == {"popularity", "ease"}
     ease = results["ease"]
     assert ease["params"]["l2"] in (1.0, 100.0)
-    assert set(ease["slices"]) == {"scene:home", "scene:search", "scene:detail", "cold_items"}
+    assert set(ease["slices"]) == {
+        "scene:home",
+        "scene:search",
+        "scene:detail",
+        "cold_items",
+        "cold_items:among_new",
+    }
     assert ease["test"]["ndcg@10"] > results["popularity"]["test"]["ndcg@10"]
     # ID-only models cannot score an item they never saw: near zero on the cold protocol
     assert ease["slices"]["cold_items"]["ndcg@10"] < 0.2 * ease["test"]["ndcg@10"]

@@ -82,3 +82,16 @@ def test_bad_spec_is_rejected() -> None:
         generate(SyntheticSpec(topics=99))
     with pytest.raises(ConfigError, match="max_events"):
         generate(SyntheticSpec(items=50, max_events=60))
+
+
+def test_observed_history_oracle_sits_below_the_latent_state_oracle() -> None:
+    """The filter's ceiling is below the oracle that sees the current interest; when the current
+    interest never switches and every scene follows it closely, the history reveals it and the two meet."""
+    spec = SyntheticSpec(users=800, items=300, scenes=3, seed=11, mean_events=20, max_events=60)
+    truth = generate(spec)[2]
+    oracle, observed = truth["oracle"]["test"], truth["oracle_observed_history"]["test"]
+    assert 0.3 * oracle["ndcg@10"] < observed["ndcg@10"] < oracle["ndcg@10"]
+    sticky = SyntheticSpec(**{**spec.__dict__, "stickiness": 1.0, "drift": 0.0, "user_concentration": 0.05})
+    truth = generate(sticky)[2]
+    oracle, observed = truth["oracle"]["test"], truth["oracle_observed_history"]["test"]
+    assert observed["ndcg@10"] > 0.95 * oracle["ndcg@10"]
