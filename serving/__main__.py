@@ -7,13 +7,19 @@ KServe alone would ignore it), build the predictor, start KServe's ModelServer.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import shutil
 import sys
 import tempfile
 
 
-def _prepare_multiprocess_metrics(argv: list[str]) -> None:
-    """With several workers, prometheus_client must know its shared directory before it is imported."""
+def _prepare_multiprocess_metrics(argv: list[str]) -> str | None:
+    """With several workers, prometheus_client must know its shared directory before it is imported.
+
+    The directory is new for each start (a stale one would add a previous run's counts) and the
+    caller removes it at exit; one set from outside (PROMETHEUS_MULTIPROC_DIR) is left alone.
+    """
     workers = 1
     for n, arg in enumerate(argv):
         if arg == "--workers" and n + 1 < len(argv):
@@ -22,6 +28,8 @@ def _prepare_multiprocess_metrics(argv: list[str]) -> None:
             workers = int(arg.split("=", 1)[1]) if arg.split("=", 1)[1].isdigit() else 1
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="scenerec-metrics-")
+        return os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    return None
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -57,14 +65,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    _prepare_multiprocess_metrics(argv)
-    args = parse_args(argv)
+    metrics_dir = _prepare_multiprocess_metrics(argv)
+    try:
+        serve(parse_args(argv))
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def serve(args: argparse.Namespace) -> None:
     from kserve import ModelServer
 
     from serving.http import install_http_extras
     from serving.predictor import ScenerecModel
+    from serving.repository import LoadedModelsRepository, ServedModels
 
-    install_http_extras(max_body_bytes=args.max_body_bytes)
+    http_extras = functools.partial(install_http_extras, max_body_bytes=args.max_body_bytes)
+    http_extras()  # here, and again in each --workers process (see ServedModels)
     model = ScenerecModel(
         args.model_name,
         args.model_dir,
@@ -76,14 +93,17 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.ort_threads,
     )
     model.load()
-    ModelServer(
+    server = ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         workers=args.workers,
+        registered_models=ServedModels(worker_setup=http_extras),
         enable_grpc=args.enable_grpc,
         enable_docs_url=args.enable_docs_url,
         enable_latency_logging=args.enable_latency_logging,
-    ).start([model])
+    )
+    server.model_repository_extension = LoadedModelsRepository(server.registered_models)
+    server.start([model])
 
 
 if __name__ == "__main__":

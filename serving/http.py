@@ -1,7 +1,9 @@
-"""What the predictor adds to KServe's FastAPI app: a body size limit and a multiprocess-aware /metrics.
+"""What the predictor adds to KServe's FastAPI app: a body size limit, a 400 for model versions, a
+multiprocess-aware /metrics and its request bodies in the OpenAPI document.
 
-Both are installed on `kserve.model_server.app` before `ModelServer.start()` registers KServe's
-own routes, so our `/metrics` route is matched first.
+All are installed on `kserve.model_server.app` before `ModelServer.start()` registers KServe's
+own routes, so our `/metrics` route is matched first; with `--workers N`, again in each worker
+(`serving.repository.ServedModels`), whose app is a fresh import.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from serving import metrics
+from serving.requests import V1_BODY_SCHEMA, V2_BODY_SCHEMA
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -52,22 +56,50 @@ class BodyLimit:
             await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps({"error": f"body: larger than the {self.limit} bytes this server accepts"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_error(send, 413, f"body: larger than the {self.limit} bytes this server accepts")
 
 
 class _TooLarge(Exception):
     pass
+
+
+class NoModelVersions:
+    """Answers 400 naming `model_version` when a V2 request asks for one.
+
+    KServe serves one version per model name and answers 501 to any version (in the path,
+    `/v2/models/M/versions/V/...`, or the query, `?model_version=V`): a server error for what
+    is the client's choice. The version being served is in every answer and in the metadata.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v2/models/"):
+            parts = scope["path"].split("/")  # "", "v2", "models", name, "versions", version, ...
+            in_path = parts[5] if len(parts) > 5 and parts[4] == "versions" else ""
+            query = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
+            in_query = next((v for k, v in reversed(query) if k == "model_version"), "")
+            if in_path or in_query:
+                message = (
+                    f"model_version: {in_path or in_query!r} cannot be chosen: this server serves one "
+                    "version per model (its model_version is in the model metadata); leave it out"
+                )
+                await _send_error(send, 400, message)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _send_error(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def metrics_page(request: Request) -> Response:
@@ -75,9 +107,35 @@ async def metrics_page(request: Request) -> Response:
     return Response(content=content, headers={"content-type": content_type})
 
 
+BODY_SCHEMAS = {
+    ("/v1/models/{model_name}:predict", "post"): V1_BODY_SCHEMA,
+    ("/v2/models/{model_name}/infer", "post"): V2_BODY_SCHEMA,
+}
+
+
+def _document_bodies(app: FastAPI) -> None:
+    """Puts our V1 and V2 request bodies into the OpenAPI document, so clients and fuzzers see the
+    fields this predictor takes (KServe's V1 route documents no body, its V2 one any tensor)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()  # FastAPI caches it on the app: edited once
+        for (path, method), schema in BODY_SCHEMAS.items():
+            route = document.get("paths", {}).get(path, {}).get(method)
+            if route is not None:
+                route["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_http_extras(max_body_bytes: int) -> None:
     from kserve import model_server
 
     app = model_server.app
+    app.add_middleware(NoModelVersions)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_api_route("/metrics", metrics_page, methods=["GET"])
+    _document_bodies(app)

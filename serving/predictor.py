@@ -14,6 +14,7 @@ import gc
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -117,7 +118,9 @@ class ScenerecModel(Model):
 
     def __getstate__(self) -> dict[str, Any]:
         """`--workers N` pickles the model into each worker: sessions, the store client and the
-        scoring thread cannot travel, so each worker rebuilds them (`__setstate__` loads again)."""
+        scoring thread cannot travel, so each worker rebuilds them. It loads when its app starts
+        (`serving.repository.ServedModels`), not while being unpickled: KServe's parent kills a
+        worker that has not answered its liveness ping within 5 s, and a load can take longer."""
         state = dict(self.__dict__)
         state.update(
             runtime=None,
@@ -133,13 +136,12 @@ class ScenerecModel(Model):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenerec-scoring")
-        self.load()
 
     def _warm_up(self) -> None:
         assert self.runtime is not None
         probe = Request(user_id="__scenerec_warm_up__", k=10)
         for _ in range(3):
-            self.recommend([probe])
+            self.recommend([probe], record=False)  # not a request: /metrics counts only real ones
 
     # ---- KServe hooks -------------------------------------------------------------------------
     async def predict(
@@ -191,6 +193,13 @@ class ScenerecModel(Model):
         finally:
             self._draining = False
 
+    async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """No separate explainer: KServe's default answers 501; the split of each score comes from
+        `:predict` with `"explain": true`."""
+        raise InvalidInput(
+            'explain: this model has no explainer; send "explain": true in a :predict instance'
+        )
+
     def get_input_types(self) -> list[dict[str, Any]]:
         return [{"name": name, "datatype": dtype, "shape": [-1]} for name, (dtype, _) in V2_INPUTS.items()]
 
@@ -198,13 +207,15 @@ class ScenerecModel(Model):
         return [{"name": name, "datatype": dtype, "shape": [-1, -1]} for name, dtype in V2_OUTPUTS.items()]
 
     # ---- the request path ---------------------------------------------------------------------
-    def recommend(self, requests: list[Request]) -> list[dict[str, Any]]:
-        """Answers for a batch of validated requests (one ONNX run per graph for the whole batch)."""
+    def recommend(self, requests: list[Request], record: bool = True) -> list[dict[str, Any]]:
+        """Answers for a batch of validated requests (one ONNX run per graph for the whole batch);
+        `record=False` leaves the metrics alone (the warm-up)."""
         assert self.runtime is not None and self.features is not None
         rt, model = self.runtime, self.name
         started = time.perf_counter()
         histories: list[tuple[list[str], list[str], bool] | None] = []
-        with metrics.STAGE_SECONDS["feature_read"].labels(model).time():
+        timer = metrics.STAGE_SECONDS["feature_read"].labels(model).time() if record else nullcontext()
+        with timer:
             for request in requests:
                 scene_name = request.scene if request.scene in rt.scene_index else rt.scenes[rt.default_scene]
                 try:
@@ -213,7 +224,7 @@ class ScenerecModel(Model):
                     log.warning("feature store unavailable, answering from defaults: %s", e)
                     histories.append(None)
                     continue
-                for feature in row.missing:
+                for feature in row.missing if record else ():
                     metrics.MISSING_FEATURES.labels(model, feature).inc()
                 items_name, scenes_name = self._history_names
                 histories.append(
@@ -248,10 +259,11 @@ class ScenerecModel(Model):
                 )
             )
             reasons.append(why)
-        metrics.BATCH_SIZE.labels(model).observe(len(queries))
         ranked = rt.recommend(queries)
-        for stage, seconds in rt.timings.items():
-            metrics.STAGE_SECONDS[stage].labels(model).observe(seconds)
+        if record:
+            metrics.BATCH_SIZE.labels(model).observe(len(queries))
+            for stage, seconds in rt.timings.items():
+                metrics.STAGE_SECONDS[stage].labels(model).observe(seconds)
         answers = []
         for request, query, result, why in zip(requests, queries, ranked, reasons, strict=True):
             items = []
@@ -263,12 +275,14 @@ class ScenerecModel(Model):
                     }
                     item["p_conversion"] = float(result.p_conversion[n])
                 items.append(item)
-            for reason in why:
-                metrics.FALLBACKS.labels(model, reason).inc()
-            scene_label = rt.scenes[query.scene]
-            metrics.REQUESTS.labels(model, scene_label, "fallback" if why else "ok").inc()
+            if record:
+                for reason in why:
+                    metrics.FALLBACKS.labels(model, reason).inc()
+                scene_label = rt.scenes[query.scene]
+                metrics.REQUESTS.labels(model, scene_label, "fallback" if why else "ok").inc()
             answers.append({"items": items, "model_version": self.version, "fallback": ",".join(why) or None})
-        metrics.STAGE_SECONDS["request"].labels(model).observe(time.perf_counter() - started)
+        if record:
+            metrics.STAGE_SECONDS["request"].labels(model).observe(time.perf_counter() - started)
         return answers
 
     def _history_indices(self, item_ids: list[str], scene_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:

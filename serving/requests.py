@@ -33,6 +33,78 @@ V2_INPUTS: dict[str, tuple[str, bool]] = {
 }
 V2_OUTPUTS: dict[str, str] = {"item_id": "BYTES", "score": "FP32"}
 
+# The V1 and V2 bodies as JSON Schema, for the OpenAPI document (KServe documents no V1 body and a
+# generic V2 one). Built from the limits above; the parsers below stay the authority on validity.
+_ID: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": r"\S"}
+_K: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_K}
+_TIMESTAMP: dict[str, Any] = {"type": "number", "minimum": 0}
+V1_BODY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["instances"],
+    "properties": {
+        "instances": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_INSTANCES,
+            "items": {
+                "type": "object",
+                "required": ["user_id"],
+                "additionalProperties": False,
+                "properties": {
+                    "user_id": _ID,
+                    "scene": _ID,
+                    "context": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"device": _ID, "timestamp": _TIMESTAMP},
+                    },
+                    "k": _K,
+                    "candidates": {"type": "array", "minItems": 1, "maxItems": MAX_CANDIDATES, "items": _ID},
+                    "exclude_seen": {"type": "boolean"},
+                    "explain": {"type": "boolean"},
+                },
+            },
+        }
+    },
+}
+_V2_VALUES = {"user_id": _ID, "scene": _ID, "k": _K, "device": _ID, "timestamp": _TIMESTAMP}
+
+
+def _v2_tensor(name: str, datatype: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {"const": name},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+            "datatype": {"const": datatype},
+            "data": {"type": "array", "minItems": 1, "maxItems": MAX_INSTANCES, "items": _V2_VALUES[name]},
+        },
+    }
+
+
+V2_BODY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "inputs": {
+            "type": "array",
+            "items": {"oneOf": [_v2_tensor(name, datatype) for name, (datatype, _) in V2_INPUTS.items()]},
+            "contains": {"properties": {"name": {"const": "user_id"}}, "required": ["name"]},
+        },
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"enum": list(V2_OUTPUTS)}},
+            },
+        },
+    },
+}
+
 
 @dataclass
 class Request:
@@ -103,11 +175,11 @@ def parse_v2(request: InferRequest) -> list[Request]:
             raise InvalidInput(f"inputs.{tensor.name}: unknown input (known: {', '.join(V2_INPUTS)})")
         if tensor.datatype != spec[0]:
             raise InvalidInput(f"inputs.{tensor.name}: expected datatype {spec[0]}, got {tensor.datatype}")
-        try:
+        try:  # OverflowError: an INT32 value out of its range; UnicodeDecodeError: BYTES that are not UTF-8
             values = np.asarray(tensor.as_numpy()).reshape(-1).tolist()
-        except (ValueError, TypeError, UnicodeDecodeError) as e:
+            tensors[tensor.name] = [v.decode() if isinstance(v, bytes) else v for v in values]
+        except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as e:
             raise InvalidInput(f"inputs.{tensor.name}: cannot decode the data ({e})") from e
-        tensors[tensor.name] = [v.decode() if isinstance(v, bytes) else v for v in values]
     if "user_id" not in tensors or not tensors["user_id"]:
         raise InvalidInput("inputs.user_id: required (BYTES, shape [B])")
     batch = len(tensors["user_id"])

@@ -3,6 +3,10 @@
 Built once at load from a model directory alone (`from_model_dir`), verified against its manifest.
 `recommend` takes a batch of already-resolved requests (history as item indices) and runs
 user tower -> retrieval (whole catalogue, history excluded) -> ranker (top candidates) -> top-k.
+
+`scenerec.model.inputs` (the hour and weekday features) imports torch, 1.5 s: it is imported when a
+runtime is built, not with this module, so that a `--workers` process, which imports this module
+to unpickle the predictor, answers KServe's 5 s liveness ping in time.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from scenerec.artifact import check_signature, read_manifest
-from scenerec.model.inputs import hour_bucket, weekday
 from scenerec.onnx_runtime import ProviderReport, create_session
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,9 @@ class Runtime:
         self.default_scene = self.scene_index[manifest["vocab"]["default_scene"]]
         self.retrieval_depth = 200  # candidates the ranker re-scores; the predictor sets it from a flag
         self.timings: dict[str, float] = {}  # seconds per graph stage of the last `recommend` call
+        from scenerec.model.inputs import hour_bucket, weekday  # torch: see the module docstring
+
+        self._hour_bucket, self._weekday = hour_bucket, weekday
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, device: str = "cpu", threads: int | None = 1) -> Runtime:
@@ -127,8 +133,8 @@ class Runtime:
             "hist_scenes": hist_scenes,
             "scene": np.array([q.scene for q in queries], dtype=np.int64),
             "device": np.array([q.device for q in queries], dtype=np.int64),
-            "hour": hour_bucket(seconds.astype(np.int64), self.hour_buckets),
-            "weekday": weekday(seconds.astype(np.int64)),
+            "hour": self._hour_bucket(seconds.astype(np.int64), self.hour_buckets),
+            "weekday": self._weekday(seconds.astype(np.int64)),
         }
         clock = time.perf_counter()
         query, cf, text, scene, context = self.sessions["user_tower"].run(

@@ -107,3 +107,21 @@ def test_bad_v2_inputs_name_the_tensor() -> None:
     big.set_data_from_numpy(np.array([5000], dtype=np.int32), binary_data=False)
     with pytest.raises(InvalidInput, match=r"inputs.k\[0\]: expected an integer in 1\.\.1000"):
         parse_v2(v2(bytes_input("user_id", ["u1"]), big))
+
+
+@pytest.mark.parametrize(
+    ("tensor", "field"),
+    [
+        pytest.param(
+            InferInput("k", [1], "INT32", data=[1 << 40]), r"inputs\.k: cannot", id="int32-overflow"
+        ),
+        pytest.param(
+            InferInput("user_id", [1], "BYTES", data=[b"\xff"]), r"inputs\.user_id: cannot", id="not-utf8"
+        ),
+    ],
+)
+def test_v2_data_that_does_not_decode_names_the_tensor(tensor: InferInput, field: str) -> None:
+    """Both escaped the parser (OverflowError, UnicodeDecodeError): the first was a 500 over REST."""
+    inputs = [tensor] if tensor.name == "user_id" else [bytes_input("user_id", ["u1"]), tensor]
+    with pytest.raises(InvalidInput, match=field):
+        parse_v2(v2(*inputs))
