@@ -147,6 +147,9 @@ class TrainConfig:
     # "auto": full softmax over the catalogue up to full_softmax_max_items, sampled softmax above.
     loss: Literal["auto", "full", "sampled"] = "auto"
     full_softmax_max_items: int = 30000
+    # Keep each target's history items out of its softmax: the data contract collapses repeated
+    # (user, item) pairs, so a history item is never the next one (evaluation masks it too).
+    mask_history: bool = True
     # Random negatives per batch for sampled softmax (plus in-batch positives), logQ-corrected.
     negatives: int = 1024
     # Weight of the ID-text alignment InfoNCE term and its temperature.

@@ -19,7 +19,7 @@ from scenerec.data.split import EvalCases
 from scenerec.distributed import from_rank_zero, rank_and_world
 from scenerec.evaluate import evaluate
 from scenerec.model.joint import JointModel
-from scenerec.model.losses import alignment_infonce, full_softmax, sampled_softmax
+from scenerec.model.losses import alignment_infonce, full_softmax, history_pairs, sampled_softmax
 from scenerec.model.scorer import TorchScorer
 from scenerec.model.sequences import Windows, build_windows
 
@@ -261,10 +261,13 @@ class _Loss(torch.nn.Module):
         # Items never seen in training are not in the training catalogue: a brand-new item does not
         # exist yet when the model learns, so it must not be pushed down as a negative either.
         absent = model.items.cold
+        seen = history_pairs(t["hist_items"], mask, model.n_items) if tc.mask_history else None
         if self.sampled:
-            loss = sampled_softmax(q, item_vectors, targets, tc.negatives, self.popularity, absent=absent)
+            loss = sampled_softmax(
+                q, item_vectors, targets, tc.negatives, self.popularity, absent=absent, seen=seen
+            )
         else:
-            loss = full_softmax(q, item_vectors, targets, absent=absent)
+            loss = full_softmax(q, item_vectors, targets, absent=absent, seen=seen)
         if mc.use_text and tc.align_weight > 0:
             unique = targets.unique()
             learned = model.items.id_embedding.weight[unique]

@@ -2,21 +2,58 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
 
+class SeenPairs(NamedTuple):
+    """(target row, item) pairs to keep out of a row's softmax: the items already in its history.
+
+    The data contract collapses repeated (user, item) pairs, so a history item is never the next
+    item; evaluation masks the history too. Leaving history items in the softmax would spend the
+    model's capacity pushing down exactly the items most like the user's taste.
+    """
+
+    rows: torch.Tensor  # [P] index into the M targets
+    items: torch.Tensor  # [P] catalogue index
+
+
+def history_pairs(hist_items: torch.Tensor, target_mask: torch.Tensor, n_items: int) -> SeenPairs:
+    """Pairs (m, item) for every target m = (b, t) and every item at history positions <= t.
+
+    `hist_items` [B, L] (pad = n_items), `target_mask` [B, L]; rows follow `target_mask`'s order
+    (the order of `tensor[target_mask]`).
+    """
+    b, length = hist_items.shape
+    t, s = torch.tril_indices(length, length, device=hist_items.device)  # t >= s
+    row_of = torch.cumsum(target_mask.flatten(), 0).view(b, length) - 1  # [B, L] target index
+    items = hist_items[:, s]  # [B, P]
+    keep = target_mask[:, t] & (items < n_items)
+    rows = row_of[:, t].expand_as(items)
+    return SeenPairs(rows=rows[keep], items=items[keep])
+
+
 def full_softmax(
-    query: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, absent: torch.Tensor | None = None
+    query: torch.Tensor,
+    items: torch.Tensor,
+    targets: torch.Tensor,
+    absent: torch.Tensor | None = None,
+    seen: SeenPairs | None = None,
 ) -> torch.Tensor:
     """Cross-entropy over the whole catalogue: [M, Q] queries, [N, Q] items, [M] targets.
 
     The strongest SASRec objective on catalogues that fit (Klenitskiy & Vasilev, RecSys 2023).
-    `absent` [N] marks items left out of the softmax (never seen in training).
+    `absent` [N] marks items left out of the softmax (never seen in training); `seen` the items left
+    out of one row's softmax (its history). A row's own target is never masked.
     """
     logits = query @ items.T
     if absent is not None:
         logits = logits.masked_fill(absent[None, :], float("-inf"))
+    if seen is not None:
+        other = seen.items != targets[seen.rows]
+        logits = logits.index_put((seen.rows[other], seen.items[other]), logits.new_tensor(float("-inf")))
     return F.cross_entropy(logits, targets)
 
 
@@ -28,12 +65,13 @@ def sampled_softmax(
     popularity: torch.Tensor,
     generator: torch.Generator | None = None,
     absent: torch.Tensor | None = None,
+    seen: SeenPairs | None = None,
 ) -> torch.Tensor:
     """Cross-entropy over the target, shared uniform negatives and the batch's other targets.
 
     Every candidate's logit is corrected by log of its expected count in the candidate set (Yi et al.,
     RecSys 2019): uniform negatives contribute K/N, in-batch targets M * p(item). Accidental hits
-    (a candidate equal to the row's target) are masked.
+    (a candidate equal to the row's target) and the row's history items (`seen`) are masked.
     """
     n = items.shape[0]
     uniform = torch.randint(0, n, (negatives,), generator=generator, device=query.device)
@@ -44,6 +82,11 @@ def sampled_softmax(
     hits = candidates[None, :] == targets[:, None]
     if absent is not None:
         hits = hits | absent[candidates][None, :]
+    if seen is not None:  # (row, candidate) pairs whose item is in the row's history
+        stride = n + 1
+        seen_keys = torch.unique(seen.rows * stride + seen.items)
+        keys = torch.arange(len(targets), device=query.device)[:, None] * stride + candidates[None, :]
+        hits = hits | torch.isin(keys, seen_keys)
     cand_logits = cand_logits.masked_fill(hits, float("-inf"))
     pos_logit = (query * items[targets]).sum(-1) - log_q[targets]
     logits = torch.cat([pos_logit[:, None], cand_logits], dim=1)
