@@ -59,6 +59,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--ort_threads", type=int, default=1, help="ONNX Runtime intra-op threads per graph")
     parser.add_argument("--retrieval_depth", type=int, default=200, help="candidates the ranker re-scores")
+    parser.add_argument(
+        "--batching",
+        default="on",
+        choices=["on", "off"],
+        help="on: score on one thread, batching requests that arrive meanwhile (throughput); "
+        "off: score on the event loop, one request at a time (no thread hand-off)",
+    )
     parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="larger request bodies get 413")
     return parser.parse_args(argv)
 
@@ -91,6 +98,7 @@ def serve(args: argparse.Namespace) -> None:
         device=args.device,
         retrieval_depth=args.retrieval_depth,
         threads=args.ort_threads,
+        batching=args.batching == "on",
     )
     model.load()
     server = ModelServer(

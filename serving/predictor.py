@@ -289,7 +289,7 @@ class ScenerecModel(Model):
         """Item and scene indices of a history, oldest first; items the model does not know are dropped."""
         assert self.runtime is not None
         rt = self.runtime
-        items = rt.item_index.get_indexer(item_ids)
+        items = rt.item_indices(item_ids)
         scenes = np.array([rt.scene_index.get(s, rt.default_scene) for s in scene_ids], dtype=np.int64)
         if len(scenes) != len(items):
             scenes = np.full(len(items), rt.default_scene, dtype=np.int64)
@@ -300,7 +300,7 @@ class ScenerecModel(Model):
         if request.candidates is None:
             return None
         assert self.runtime is not None
-        indices = self.runtime.item_index.get_indexer(request.candidates)
+        indices = self.runtime.item_indices(request.candidates)
         unknown = np.flatnonzero(indices < 0)
         if len(unknown):
             first = int(unknown[0])

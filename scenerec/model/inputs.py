@@ -8,11 +8,14 @@ index N (an extra, all-zero embedding row).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from scenerec.data.split import EvalCases
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: serving imports this module without it
+    import torch
 
 # Graph input names, in order (the ONNX user tower's signature and the manifest's).
 INPUT_NAMES: tuple[str, ...] = ("hist_items", "hist_scenes", "scene", "device", "hour", "weekday")
@@ -40,6 +43,8 @@ class ModelInputs:
     weekday: np.ndarray
 
     def as_tensors(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        import torch
+
         return {name: torch.as_tensor(getattr(self, name), device=device) for name in INPUT_NAMES}
 
     def as_numpy(self) -> dict[str, np.ndarray]:
