@@ -105,7 +105,7 @@ def train(
         write_json(manifest, staging / MANIFEST)
         model_metrics = _evaluate_shipped(staging, dataset, test_cases, slices, config)
         model_metrics["tasks"] = _conversion_auc(main.model, dataset, split.test, test_cases, config)
-        model_metrics["lambda"] = _learned_lambda(main.model, dataset)
+        model_metrics["lambda"] = {**_learned_lambda(main.model, dataset), "valid_scale": main.lambda_scale}
         model_metrics["training"] = {
             "best_epoch": main.best_epoch,
             "epochs": main.epochs,

@@ -35,6 +35,7 @@ class FitResult:
     seconds: float = 0.0
     samples_per_second: float = 0.0
     device: str = "cpu"
+    lambda_scale: dict[str, float] = field(default_factory=dict)  # per scene, chosen on valid
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -187,10 +188,81 @@ def _fit(
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()
+    if mc.use_text and mc.learn_lambda and tc.lambda_scales:
+        result.lambda_scale, result.best_valid = calibrate_lambda(
+            model, dataset, valid_cases, config, result.best_valid, desc
+        )
     result.seconds = time.perf_counter() - started
     train_total = sum(e["train_seconds"] for e in result.epochs)
     result.samples_per_second = targets_seen / max(train_total, 1e-9)
     return result
+
+
+def calibrate_lambda(
+    model: JointModel,
+    dataset: Dataset,
+    valid_cases: EvalCases,
+    config: Config,
+    best_valid: dict[str, float],
+    desc: str = "training",
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Scale each scene's text weight lambda_s by the factor of `train.lambda_scales` that ranks that
+    scene's valid cases best; returns the factors and the valid metrics after scaling.
+
+    Training learns lambda by likelihood over the whole catalogue, while the product is judged on its
+    top 10: a scene whose next item is mostly decided by one strong signal (a sequel on a detail
+    page) can want less text than likelihood gives it. lambda_s only moves the scores of requests in
+    scene s, so each scene's factor is chosen on its own slice, like the baselines' grids on valid.
+    Factor 1 (the learned lambda) is always a candidate and wins ties.
+    """
+    metric, vocab = config.eval.selection_metric, dataset.vocab
+    slices = {name: valid_cases.scene == k for k, name in enumerate(vocab.scenes)}
+    learned = model.lambda_scene.detach().clone()
+    scales = sorted(set(config.train.lambda_scales) | {1.0}, key=lambda c: (c != 1.0, c))
+    per_scale: dict[float, dict[str, Any]] = {}
+    for scale in scales:
+        _set_lambda_scale(model, learned, scale)
+        per_scale[scale] = evaluate(
+            TorchScorer(model, len(vocab.devices)),
+            valid_cases,
+            vocab.n_items,
+            config.eval,
+            dataset.item_categories(),
+            {k: v for k, v in slices.items() if v.any()},
+            desc=f"{desc} lambda x{scale:g}",
+        )
+    chosen: dict[str, float] = {}
+    factors = torch.ones_like(learned)
+    for k, name in enumerate(vocab.scenes):
+        if not slices[name].any():
+            continue
+        best = max(scales, key=lambda c: per_scale[c]["slices"][name][metric] + (1e-12 if c == 1.0 else 0.0))
+        chosen[str(name)], factors[k] = best, best
+    with torch.no_grad():
+        lam = torch.nn.functional.softplus(learned) * factors
+        model.lambda_scene.copy_(_inverse_softplus(lam))
+    if all(c == 1.0 for c in chosen.values()):
+        return chosen, best_valid
+    log.info("%s: lambda scaled per scene on valid: %s", desc, chosen)
+    valid = evaluate(
+        TorchScorer(model, len(vocab.devices)),
+        valid_cases,
+        vocab.n_items,
+        config.eval,
+        dataset.item_categories(),
+        desc=f"{desc} valid (calibrated)",
+    )["metrics"]
+    return chosen, valid
+
+
+def _set_lambda_scale(model: JointModel, learned: torch.Tensor, scale: float) -> None:
+    with torch.no_grad():
+        model.lambda_scene.copy_(_inverse_softplus(torch.nn.functional.softplus(learned) * scale))
+
+
+def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
+    """softplus^-1, with 0 mapped to a value whose softplus is ~1e-13 (text off for that scene)."""
+    return torch.where(y > 1e-12, y + torch.log(-torch.expm1(-y.clamp(min=1e-12))), torch.full_like(y, -30.0))
 
 
 def _length_bucketed_batches(windows: Windows, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ import torch
 from scenerec.config import Config, EvalConfig, ModelConfig, TrainConfig
 from scenerec.data.dataset import Dataset
 from scenerec.data.split import leave_last_out
-from scenerec.model.fit import fit, item_statistics, resolve_device
+from scenerec.model.fit import calibrate_lambda, fit, item_statistics, resolve_device
 from scenerec.model.sequences import build_windows
 
 SMALL = Config(
@@ -75,3 +75,31 @@ def test_cuda_request_without_a_gpu_falls_back_loudly(caplog: pytest.LogCaptureF
     assert resolve_device("auto").type == "cpu"
     with pytest.raises(ValueError, match=r"train\.device"):
         resolve_device("tpu")
+
+
+def test_lambda_is_calibrated_per_scene_on_valid_and_never_worsens_it(
+    small_synthetic_dataset: Dataset,
+) -> None:
+    split = leave_last_out(small_synthetic_dataset)
+    text = torch.randn(small_synthetic_dataset.vocab.n_items, 16, generator=torch.Generator().manual_seed(0))
+    config = dataclasses.replace(SMALL, train=dataclasses.replace(SMALL.train, epochs=2, lambda_scales=()))
+    plain = fit(small_synthetic_dataset, split.train, split.valid_cases(), config, text)
+    assert plain.lambda_scale == {}
+    learned = torch.nn.functional.softplus(plain.model.lambda_scene.detach()).clone()
+    model, vocab = plain.model, small_synthetic_dataset.vocab
+    scales, valid = calibrate_lambda(
+        model, small_synthetic_dataset, split.valid_cases(), config_with_scales(config), plain.best_valid
+    )
+    present = {vocab.scenes[k] for k in np.unique(split.valid_cases().scene)}
+    assert set(scales) == present and set(scales.values()) <= {0.0, 0.5, 1.0, 1.5}
+    assert valid["ndcg@10"] >= plain.best_valid["ndcg@10"] - 1e-9 or set(scales.values()) == {1.0}
+    now = torch.nn.functional.softplus(model.lambda_scene.detach())
+    for k, name in enumerate(vocab.scenes):  # each scene's lambda is the learned one times its factor
+        if name in scales:
+            assert now[k].item() == pytest.approx(learned[k].item() * scales[name], abs=1e-6)
+        else:
+            assert now[k].item() == pytest.approx(learned[k].item(), abs=1e-6)
+
+
+def config_with_scales(config: Config) -> Config:
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, lambda_scales=(0.0, 0.5, 1.5)))
