@@ -1,5 +1,6 @@
-"""What the predictor adds to KServe's FastAPI app: a body size limit, a 400 for model versions, a
-multiprocess-aware /metrics and its request bodies in the OpenAPI document.
+"""What the predictor adds to KServe's FastAPI app: a body size limit, a 400 for model versions and
+for binary BYTES that are not UTF-8, a multiprocess-aware /metrics and its request bodies in the
+OpenAPI document.
 
 All are installed on `kserve.model_server.app` before `ModelServer.start()` registers KServe's
 own routes, so our `/metrics` route is matched first; with `--workers N`, again in each worker
@@ -14,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from serving import metrics
 from serving.requests import V1_BODY_SCHEMA, V2_BODY_SCHEMA
@@ -102,6 +103,24 @@ async def _send_error(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def inference_error(request: Request, error: Exception) -> Response:
+    """KServe decodes V2 binary BYTES tensors itself, before the predictor sees them, and reports
+    text that is not UTF-8 as an InferenceError (a 500). It is the client's input: a 400. Every
+    other InferenceError keeps KServe's own answer.
+
+    KServe registers its exception handlers when its REST server is built, after ours would be, so
+    this one takes the place of the module-level name that registration reads.
+    """
+    from kserve.errors import inference_error_handler
+
+    if "using UTF-8" in str(error):
+        return JSONResponse(
+            status_code=400, content={"error": f"a BYTES input is not valid UTF-8 text: {error}"}
+        )
+    response: Response = await inference_error_handler(request, error)
+    return response
+
+
 async def metrics_page(request: Request) -> Response:
     content, content_type = metrics.exposition(request.headers.get("accept"))
     return Response(content=content, headers={"content-type": content_type})
@@ -138,4 +157,7 @@ def install_http_extras(max_body_bytes: int) -> None:
     app.add_middleware(NoModelVersions)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_api_route("/metrics", metrics_page, methods=["GET"])
+    from kserve.protocol.rest import server as rest_server
+
+    rest_server.inference_error_handler = inference_error  # type: ignore[assignment]
     _document_bodies(app)

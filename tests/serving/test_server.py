@@ -262,3 +262,32 @@ def test_feature_store_down_degrades_instead_of_failing(
     finally:
         if redis.poll() is None:
             redis.kill()
+
+
+def test_v2_binary_bytes_that_are_not_utf8_get_a_400(server: Server) -> None:
+    """KServe's binary tensor extension decodes BYTES before our code runs; a user id that is not
+    UTF-8 must still be a client error, not a 500."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "user_id",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": 7},
+                }
+            ]
+        }
+    ).encode()
+    raw = (3).to_bytes(4, "little") + b"\xff\xfe\xfd"  # one BYTES element: length prefix + bad UTF-8
+    response = httpx.post(
+        f"{server.http}/v2/models/scenerec/infer",
+        content=header + raw,
+        headers={
+            "content-type": "application/octet-stream",
+            "inference-header-content-length": str(len(header)),
+        },
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    assert "UTF-8" in response.text
