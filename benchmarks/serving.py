@@ -111,8 +111,15 @@ def world(args: argparse.Namespace) -> tuple[Path, Path, Path]:
 
 
 def start(command: list[str], http: int, cores: str = "0") -> subprocess.Popen[bytes]:
+    sys.path.insert(0, str(ROOT))  # the package `serving`, not this script
+    from serving.launch import predictor_env
+
     process = subprocess.Popen(
-        ["taskset", "-c", cores, *command], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ["taskset", "-c", cores, *command],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=predictor_env(),
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

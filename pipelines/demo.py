@@ -33,7 +33,7 @@ from pipelines.local_run import DEFAULT_ROOT, run_local, synthetic_data
 from scenerec.config import load_config
 from scenerec.report import collect_rows
 from scenerec.tables import metrics_table
-from serving.launch import PredictorNotReady, free_port, predictor_command, wait_until_ready
+from serving.launch import PredictorNotReady, free_port, predictor_command, predictor_env, wait_until_ready
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 DEMO_SETTINGS = ["train.ablations=[]", "train.cold_start_eval=false"]
@@ -80,7 +80,10 @@ def _serve(model_dir: Path, repo: Path, port: int, grpc: int) -> subprocess.Pope
     log = model_dir.parent / "predictor.log"
     with log.open("wb") as handle:
         server = subprocess.Popen(
-            predictor_command(model_dir, repo, port, grpc), stdout=handle, stderr=subprocess.STDOUT
+            predictor_command(model_dir, repo, port, grpc),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=predictor_env(),
         )
     with console.status(f"starting the predictor on 127.0.0.1:{port} ..."):
         try:

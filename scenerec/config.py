@@ -158,6 +158,9 @@ class TrainConfig:
     # Factors of each scene's learned text weight lambda_s tried on the valid split after training;
     # each scene keeps the one that ranks its valid cases best (1 = the learned lambda). () = off.
     lambda_scales: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)
+    # A scene is calibrated only with at least this many valid cases: on fewer, choosing among the
+    # factors fits the valid split's noise (its lambda stays as learned).
+    lambda_calibration_min_cases: int = 500
     # Weight of the conversion head's BCE (only when the data has conversions and non-conversions).
     conversion_weight: float = 0.2
     # Training device: "cpu", "cuda" or "auto" (cuda when present); a fallback is logged, never silent.

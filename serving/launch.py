@@ -6,6 +6,7 @@ port and a readiness wait that fails with the predictor's own log.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -17,6 +18,20 @@ import httpx
 
 class PredictorNotReady(RuntimeError):
     """The predictor exited, or was not ready in time; the message carries its log's tail."""
+
+
+def predictor_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment to start the predictor with: the caller's, minus PROMETHEUS_MULTIPROC_DIR.
+
+    Importing Feast sets that variable to a temporary directory of its own; a predictor started by
+    a process that imported Feast (the demo, a test run, a benchmark) would inherit it and add its
+    counts to those of every other predictor started from the same parent. The predictor makes its
+    own directory when it runs several workers.
+    """
+    env = dict(os.environ if base is None else base)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def free_port() -> int:

@@ -213,10 +213,18 @@ def calibrate_lambda(
     top 10: a scene whose next item is mostly decided by one strong signal (a sequel on a detail
     page) can want less text than likelihood gives it. lambda_s only moves the scores of requests in
     scene s, so each scene's factor is chosen on its own slice, like the baselines' grids on valid.
-    Factor 1 (the learned lambda) is always a candidate and wins ties.
+    Factor 1 (the learned lambda) is always a candidate and wins ties; scenes with fewer than
+    `train.lambda_calibration_min_cases` valid cases keep their learned lambda.
     """
     metric, vocab = config.eval.selection_metric, dataset.vocab
-    slices = {name: valid_cases.scene == k for k, name in enumerate(vocab.scenes)}
+    enough = config.train.lambda_calibration_min_cases
+    slices = {
+        name: mask
+        for k, name in enumerate(vocab.scenes)
+        if (mask := valid_cases.scene == k).sum() >= max(enough, 1)
+    }
+    if not slices:
+        return {}, best_valid
     learned = model.lambda_scene.detach().clone()
     scales = sorted(set(config.train.lambda_scales) | {1.0}, key=lambda c: (c != 1.0, c))
     per_scale: dict[float, dict[str, Any]] = {}
@@ -228,13 +236,13 @@ def calibrate_lambda(
             vocab.n_items,
             config.eval,
             dataset.item_categories(),
-            {k: v for k, v in slices.items() if v.any()},
+            slices,
             desc=f"{desc} lambda x{scale:g}",
         )
     chosen: dict[str, float] = {}
     factors = torch.ones_like(learned)
     for k, name in enumerate(vocab.scenes):
-        if not slices[name].any():
+        if name not in slices:
             continue
         best = max(scales, key=lambda c: per_scale[c]["slices"][name][metric] + (1e-12 if c == 1.0 else 0.0))
         chosen[str(name)], factors[k] = best, best

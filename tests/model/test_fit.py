@@ -102,4 +102,5 @@ def test_lambda_is_calibrated_per_scene_on_valid_and_never_worsens_it(
 
 
 def config_with_scales(config: Config) -> Config:
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, lambda_scales=(0.0, 0.5, 1.5)))
+    train = dataclasses.replace(config.train, lambda_scales=(0.0, 0.5, 1.5), lambda_calibration_min_cases=1)
+    return dataclasses.replace(config, train=train)

@@ -3,7 +3,6 @@ Feast repo (SQLite), and `python -m serving` started as a subprocess on loopback
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.launch import PredictorNotReady, free_port, predictor_command, wait_until_ready
+from serving.launch import PredictorNotReady, free_port, predictor_command, predictor_env, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_TRAIN = [
@@ -79,7 +78,7 @@ def start_server(model: Path, repo: Path, log: Path, *extra: str) -> Server:
             cwd=ROOT,
             stdout=handle,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=predictor_env(),
         )
     try:
         wait_until_ready(process, http, log)
