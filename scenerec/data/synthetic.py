@@ -289,11 +289,13 @@ def _simulate(
             )
             clock[active] += 60 + rng.exponential(mean_gap, size=len(active))
             hour = ((clock[active] // 3600) % 24 // (24 // _HOUR_BUCKETS)).astype(int)
-            state = (interest[active], scene, device, hour, seen[active], prev[active])
-            per_current = _topic_choice(planted, pop_pow, topic_onehot, *state[:5])  # [B, T cur, T]
+            per_current = _topic_choice(  # [B, T cur, T]
+                planted, pop_pow, topic_onehot, interest[active], scene, device, hour, seen[active]
+            )
+            after = (scene, seen[active], prev[active])  # what the item choice depends on besides q
             rows_b = np.arange(len(active))
             probs = _next_item_probs(
-                spec, planted, pop_pow, topic_onehot, per_current[rows_b, current[active]], *state[1:]
+                spec, planted, pop_pow, topic_onehot, per_current[rows_b, current[active]], *after
             )
             chosen = _sample_rows(probs, rng)
             last = np.flatnonzero(step == n_events[users[active]] - 1)
@@ -303,14 +305,12 @@ def _simulate(
                 oracle_scenes[users[active[last]]] = scene[last]
                 # the observed-history oracle: the topic choice averaged over the posterior
                 q_obs = np.einsum("bk,bkt->bt", belief[active[last]], per_current[last])
-                sub = tuple(x[last] for x in state[1:])
+                sub = tuple(x[last] for x in after)
                 p_obs = _next_item_probs(spec, planted, pop_pow, topic_onehot, q_obs, *sub)
                 p_target = p_obs[np.arange(len(last)), chosen[last]]
                 observed_ranks[users[active[last]]] = (p_obs >= p_target[:, None]).sum(axis=1) - 1
             # filter: the chosen item's likelihood under each possible current interest
-            likelihood = _chosen_likelihood(
-                spec, planted, pop_pow, topic_onehot, per_current, chosen, *state[1:]
-            )
+            likelihood = _chosen_likelihood(spec, planted, pop_pow, topic_onehot, per_current, chosen, *after)
             posterior = belief[active] * likelihood
             belief[active] = posterior / posterior.sum(axis=1, keepdims=True)
             affinity = np.log(interest[active, planted.item_topic[chosen]] * t + 1e-9)
@@ -364,8 +364,6 @@ def _next_item_probs(
     topic_onehot: np.ndarray,
     q: np.ndarray,
     scene: np.ndarray,
-    device: np.ndarray,
-    hour: np.ndarray,
     seen: np.ndarray,
     prev: np.ndarray,
 ) -> np.ndarray:
@@ -378,10 +376,8 @@ def _next_item_probs(
     topic_mass = weight @ topic_onehot  # [B, T]
     per_topic = np.divide(q, topic_mass, out=np.zeros_like(q), where=topic_mass > 0)
     by_topic = weight * per_topic[:, planted.item_topic]
-    succ = np.where(prev >= 0, planted.successor[np.maximum(prev, 0)], -1)
     rows = np.arange(b)
-    available = (succ >= 0) & ~seen[rows, np.maximum(succ, 0)]
-    series = planted.scene_series[scene] * available
+    succ, available, series = _sequel(planted, scene, seen, prev)
     probs = (1 - series)[:, None] * by_topic
     probs[rows[available], succ[available]] += series[available]
     unseen = ~seen
@@ -397,8 +393,6 @@ def _chosen_likelihood(
     per_current: np.ndarray,
     chosen: np.ndarray,
     scene: np.ndarray,
-    device: np.ndarray,
-    hour: np.ndarray,
     seen: np.ndarray,
     prev: np.ndarray,
 ) -> np.ndarray:
@@ -408,13 +402,20 @@ def _chosen_likelihood(
     topic = planted.item_topic[chosen]
     mass = weight @ topic_onehot  # [B, T]
     own = weight[rows, chosen] / np.maximum(mass[rows, topic], 1e-300)  # [B]
-    succ = np.where(prev >= 0, planted.successor[np.maximum(prev, 0)], -1)
-    available = (succ >= 0) & ~seen[rows, np.maximum(succ, 0)]
-    series = planted.scene_series[scene] * available
+    succ, _, series = _sequel(planted, scene, seen, prev)
     by_topic = per_current[rows, :, topic] * own[:, None]  # [B, T cur]
     follow = (series * (succ == chosen))[:, None]
     uniform = (spec.noise / (~seen).sum(axis=1))[:, None]
     return (1 - spec.noise) * ((1 - series)[:, None] * by_topic + follow) + uniform
+
+
+def _sequel(
+    planted: _Planted, scene: np.ndarray, seen: np.ndarray, prev: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The previous item's sequel (-1: none), whether it is still unseen, and the chance to follow it."""
+    succ = np.where(prev >= 0, planted.successor[np.maximum(prev, 0)], -1)
+    available = (succ >= 0) & ~seen[np.arange(len(prev)), np.maximum(succ, 0)]
+    return succ, available, planted.scene_series[scene] * available
 
 
 def _sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
