@@ -32,6 +32,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import print_table, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `serving` is the package, not this script (benchmarks/serving.py)
+from serving.launch import free_port, predictor_command, predictor_env  # noqa: E402
+
 OUT = Path(__file__).parent / "out" / "serving"
 TRIVIAL = """
 import sys
@@ -57,14 +60,6 @@ model.load()
 server = ModelServer(http_port=int(sys.argv[1]), grpc_port=int(sys.argv[2]), enable_latency_logging=False)
 server.start([model])
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def world(args: argparse.Namespace) -> tuple[Path, Path, Path]:
@@ -111,9 +106,6 @@ def world(args: argparse.Namespace) -> tuple[Path, Path, Path]:
 
 
 def start(command: list[str], http: int, cores: str = "0") -> subprocess.Popen[bytes]:
-    sys.path.insert(0, str(ROOT))  # the package `serving`, not this script
-    from serving.launch import predictor_env
-
     process = subprocess.Popen(
         ["taskset", "-c", cores, *command],
         cwd=ROOT,
@@ -139,7 +131,6 @@ def raw_cost(model: Path, repo: Path, users: list[str], n: int, gap: float = 0.0
     work takes about twice as long on this machine (caches and the vCPU go cold), so the server at
     50 req/s is compared with the raw cost at 50 req/s, not with a hot loop.
     """
-    sys.path.insert(0, str(ROOT))  # the package `serving`, not this script (benchmarks/serving.py)
     from serving.predictor import ScenerecModel
     from serving.requests import Request
 
@@ -365,27 +356,18 @@ def main() -> None:
         if system == "trivial":
             command = [sys.executable, "-c", TRIVIAL, str(http), str(grpc)]
         else:
-            command = [
-                sys.executable,
-                "-m",
-                "serving",
-                "--model_name",
-                "scenerec",
-                "--model_dir",
-                str(model),
-                "--feature_repo",
-                str(repo),
-                "--http_port",
-                str(http),
-                "--grpc_port",
-                str(grpc),
+            command = predictor_command(
+                model,
+                repo,
+                http,
+                grpc,
                 "--device",
                 "cpu",
                 "--enable_latency_logging",
                 "false",
                 "--workers",
                 str(workers),
-            ]
+            )
         # one process: core 0 (the load generator has core 1); two workers: both cores, shared
         server = start(command, http, cores="0" if workers == 1 else "0,1")
         try:
