@@ -246,9 +246,7 @@ def calibrate_lambda(
             continue
         best = max(scales, key=lambda c: per_scale[c]["slices"][name][metric] + (1e-12 if c == 1.0 else 0.0))
         chosen[str(name)], factors[k] = best, best
-    with torch.no_grad():
-        lam = torch.nn.functional.softplus(learned) * factors
-        model.lambda_scene.copy_(_inverse_softplus(lam))
+    _set_lambda_scale(model, learned, factors)
     if all(c == 1.0 for c in chosen.values()):
         return chosen, best_valid
     log.info("%s: lambda scaled per scene on valid: %s", desc, chosen)
@@ -263,9 +261,12 @@ def calibrate_lambda(
     return chosen, valid
 
 
-def _set_lambda_scale(model: JointModel, learned: torch.Tensor, scale: float) -> None:
+def _set_lambda_scale(model: JointModel, learned: torch.Tensor, scale: float | torch.Tensor) -> None:
+    """lambda = softplus(learned) * scale per scene; a factor of 1 restores the learned value exactly."""
+    factors = torch.as_tensor(scale, dtype=learned.dtype).expand_as(learned)
+    scaled = _inverse_softplus(torch.nn.functional.softplus(learned) * factors)
     with torch.no_grad():
-        model.lambda_scene.copy_(_inverse_softplus(torch.nn.functional.softplus(learned) * scale))
+        model.lambda_scene.copy_(torch.where(factors == 1.0, learned, scaled))
 
 
 def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
