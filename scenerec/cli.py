@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.logging import RichHandler
 
-from scenerec.errors import ScenerecError
+from scenerec.errors import run_command
 
 # Piped output (CI logs, files) gets a wide console so metric tables are not squeezed.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -34,15 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers=[RichHandler(console=err_console, show_path=False)],
     )
     logging.getLogger("scenerec").setLevel(logging.INFO)  # our progress lines; other libraries need -v
-    if not hasattr(args, "handler"):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.handler(args) or 0)
-    except ScenerecError as e:
-        for line in str(e).splitlines():
-            err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
-        return e.exit_code
+    return run_command(parser, args)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -20,11 +20,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from scenerec.errors import ScenerecError
+from scenerec.errors import ScenerecError, run_command
 
 DEFAULT_ROOT = Path("build/pipeline_root")  # the same default as pipelines.local_run
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, soft_wrap=True)
 
 
 def add_commands(commands: Any) -> None:
@@ -118,15 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scenerec")
     add_commands(parser.add_subparsers(title="commands"))
     args = parser.parse_args(["pipeline", *(sys.argv[1:] if argv is None else argv)])
-    if not hasattr(args, "handler"):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.handler(args) or 0)
-    except ScenerecError as e:
-        for line in str(e).splitlines():
-            err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
-        return e.exit_code
+    return run_command(parser, args)
 
 
 if __name__ == "__main__":

@@ -72,21 +72,12 @@ def _publish(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The same commands without the rest of scenerec's CLI (exit codes as in `scenerec.cli`)."""
-    from scenerec.errors import ScenerecError
+    from scenerec.errors import run_command
 
     parser = argparse.ArgumentParser(prog="scenerec")
     add_commands(parser.add_subparsers(title="commands"))
     args = parser.parse_args(argv)
-    if not hasattr(args, "handler"):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.handler(args) or 0)
-    except ScenerecError as e:
-        err = Console(stderr=True, soft_wrap=True)
-        for line in str(e).splitlines():
-            err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
-        return e.exit_code
+    return run_command(parser, args)
 
 
 if __name__ == "__main__":
