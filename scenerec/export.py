@@ -183,7 +183,13 @@ def export_model_graphs(model: JointModel, out: Path, samples: list[ModelInputs]
         out / "user_tower.onnx",
         list(INPUT_NAMES),
         list(USER_OUTPUTS),
-        {**{n: {0: "batch"} for n in INPUT_NAMES}, **{n: {0: "batch"} for n in USER_OUTPUTS}},
+        {
+            **{n: {0: "batch"} for n in INPUT_NAMES},
+            # a request pads its history only to the batch's longest (left pads change nothing)
+            "hist_items": {0: "batch", 1: "history"},
+            "hist_scenes": {0: "batch", 1: "history"},
+            **{n: {0: "batch"} for n in USER_OUTPUTS},
+        },
     )
     session, _ = create_session(out / "user_tower.onnx")
     errors, queries = [], []
@@ -193,6 +199,8 @@ def export_model_graphs(model: JointModel, out: Path, samples: list[ModelInputs]
         got = session.run(list(USER_OUTPUTS), sample.as_numpy())
         errors.append(max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True)))
         queries.append(dict(zip(USER_OUTPUTS, expected, strict=True)))
+    pads = {"hist_items": model.n_items, "hist_scenes": model.n_scenes}
+    errors.append(_history_axis_error(session, samples[-1], pads))
     parity["user_tower"] = _record(errors, samples)
 
     items = user.items()
@@ -268,6 +276,21 @@ def export_model_graphs(model: JointModel, out: Path, samples: list[ModelInputs]
                 f"{name}.onnx differs from PyTorch by {result['max_abs_error']:.2e} (> {PARITY_TOLERANCE:g})"
             )
     return {"graphs": parity, "item_vectors": item_vectors}
+
+
+def _history_axis_error(
+    session: Any, sample: ModelInputs, pads: dict[str, int], keep: int = 5
+) -> float:
+    """Max difference between the tower's outputs for the last `keep` history items alone and the
+    same items left-padded to the full length: serving pads only to a batch's longest history."""
+    short, padded = sample.as_numpy(), sample.as_numpy()
+    length = sample.hist_items.shape[1]
+    for name, pad in pads.items():
+        short[name] = np.ascontiguousarray(short[name][:, -keep:])
+        padded[name] = np.concatenate([np.full((len(sample), length - keep), pad, np.int64), short[name]], 1)
+    got_short = session.run(list(USER_OUTPUTS), short)
+    got_padded = session.run(list(USER_OUTPUTS), padded)
+    return max(float(np.abs(a - b).max()) for a, b in zip(got_short, got_padded, strict=True))
 
 
 def _record(errors: list[float], samples: list[ModelInputs]) -> dict[str, Any]:

@@ -122,7 +122,10 @@ class Runtime:
 
     def recommend(self, queries: list[Query], explain: bool = False) -> list[Ranked]:
         """Top-k for a batch of queries in one run of each graph."""
-        b, length = len(queries), self.max_history
+        # pad to the batch's longest history, not to max_history: the tower's history axis is
+        # dynamic and left padding does not change its output (positions count from the end)
+        b = len(queries)
+        length = max(1, min(self.max_history, max(len(q.history) for q in queries)))
         hist = np.full((b, length), self.n_items, dtype=np.int64)
         hist_scenes = np.full((b, length), self.n_scenes, dtype=np.int64)
         for row, q in enumerate(queries):

@@ -115,6 +115,22 @@ def test_retrieval_graph_excludes_and_ranks_like_a_dot_product(trained: Path) ->
     assert 3 not in top[0] and not {5, 7} & set(top[1])
 
 
+def test_user_tower_pads_only_to_the_longest_history(trained: Path) -> None:
+    """The history axis is dynamic: 3 items alone give what they give left-padded to max_history."""
+    manifest = json.loads((trained / "manifest.json").read_text())
+    n_items, n_scenes, length = (manifest["dims"][k] for k in ("items", "scenes", "max_history"))
+    session = ort.InferenceSession(str(trained / "user_tower.onnx"), providers=["CPUExecutionProvider"])
+    context = {n: np.array([1], np.int64) for n in ("scene", "device", "hour", "weekday")}
+    short = {"hist_items": np.array([[4, 9, 2]]), "hist_scenes": np.array([[0, 1, 1]]), **context}
+    padded = {
+        "hist_items": np.concatenate([np.full((1, length - 3), n_items), short["hist_items"]], 1),
+        "hist_scenes": np.concatenate([np.full((1, length - 3), n_scenes), short["hist_scenes"]], 1),
+        **context,
+    }
+    for a, b in zip(session.run(None, short), session.run(None, padded), strict=True):
+        assert a.shape == b.shape and np.allclose(a, b, atol=1e-5)
+
+
 def test_a_tampered_graph_is_refused(trained: Path, tmp_path: Path) -> None:
     copy = tmp_path / "model"
     shutil.copytree(trained, copy)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scenerec.config import ModelConfig
-from scenerec.model.towers import ContextTower, ItemTower, SequenceEncoder, causal_mean
+from scenerec.model.towers import ContextTower, ItemTower, SequenceEncoder, causal_mean, masked_mean
 
 
 class ItemSide(NamedTuple):
@@ -109,11 +109,11 @@ class JointModel(nn.Module):
         zero = torch.zeros_like(items.ids[:1])  # the pad row N
         ids = torch.cat([items.ids, zero])[hist_items]
         text = torch.cat([items.raw_text, zero])[hist_items]
-        state = self.encoder(self.dropout(ids + text), hist_scenes, valid)  # [B, L, D]
-        as_set = causal_mean(self.items.set_embedding(hist_items), valid)
-        profile = causal_mean(text, valid)
-        if per_request:
-            state, as_set, profile = state[:, -1], as_set[:, -1], profile[:, -1]
+        # [B, L, D] after every position, or [B, D] after the last one (a request: less work)
+        state = self.encoder(self.dropout(ids + text), hist_scenes, valid, last_only=per_request)
+        mean = masked_mean if per_request else causal_mean
+        as_set = mean(self.items.set_embedding(hist_items), valid)
+        profile = mean(text, valid)
         seq = self.seq_projection(state)
         if not self.config.use_scene:
             scene = torch.zeros_like(scene)
@@ -124,9 +124,8 @@ class JointModel(nn.Module):
             )
         ctx = self.context(scene, device, hour, weekday)
         # FPMC-style transition from the latest item (order-aware: off in the no_sequence ablation)
-        transition = self.items.transition(hist_items)  # [B, L, D]; position t reads item t
-        if per_request:
-            transition = transition[:, -1]
+        # position t reads item t: [B, L, D], or the last item's row [B, D] for a request
+        transition = self.items.transition(hist_items[:, -1] if per_request else hist_items)
         if not self.config.use_sequence:
             transition = torch.zeros_like(transition)
         if self.config.use_scene:

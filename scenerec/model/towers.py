@@ -122,14 +122,18 @@ class CausalBlock(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:  # [B, L, D], [B, L, L]
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """[B, L, D], [B, L, L] -> [B, L, D]; `last_only`: the last position's output [B, 1, D] only
+        (a request needs no other: the serving graph skips the rest of the last block's work)."""
         b, length, d = x.shape
         q, k, v = (
             self.qkv(self.norm1(x)).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         )
-        attn = (q @ k.transpose(-1, -2)) / (d // self.heads) ** 0.5  # [B, H, L, L]
+        if last_only:
+            q, x, allowed = q[:, :, -1:], x[:, -1:], allowed[:, -1:]
+        attn = (q @ k.transpose(-1, -2)) / (d // self.heads) ** 0.5  # [B, H, Lq, L]
         attn = attn.masked_fill(~allowed[:, None], float("-inf"))
-        mixed = (self.dropout(torch.softmax(attn, dim=-1)) @ v).transpose(1, 2).reshape(b, length, d)
+        mixed = (self.dropout(torch.softmax(attn, dim=-1)) @ v).transpose(1, 2).reshape(b, q.shape[2], d)
         x = x + self.dropout(self.out(mixed))
         return x + self.dropout(self.ff(self.norm2(x)))
 
@@ -151,9 +155,13 @@ class SequenceEncoder(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.use_scene = config.use_scene
 
-    def forward(self, items: torch.Tensor, scenes: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, items: torch.Tensor, scenes: torch.Tensor, valid: torch.Tensor, last_only: bool = False
+    ) -> torch.Tensor:
+        """`last_only`: the state after the last position [B, D] (a request), computed without the
+        other positions' outputs of the last block; equal to `forward(...)[:, -1]`."""
         if not self.use_sequence:
-            return causal_mean(items, valid)
+            return masked_mean(items, valid) if last_only else causal_mean(items, valid)
         x = items + self.position[-items.shape[1] :]
         if self.use_scene:
             x = x + self.history_scene(scenes)
@@ -163,8 +171,10 @@ class SequenceEncoder(nn.Module):
         causal = position[None, :] <= position[:, None]
         eye = position[None, :] == position[:, None]
         allowed = causal[None] & (valid[:, None, :] | eye[None])  # a pad position may attend to itself
-        for block in self.blocks:
-            x = block(x, allowed)
+        for n, block in enumerate(self.blocks):
+            x = block(x, allowed, last_only=last_only and n == len(self.blocks) - 1)
+        if last_only:
+            x = x[:, -1]  # [B, 1, D] from the last block, or [B, L, D] without blocks
         return self.norm(x)
 
 
@@ -208,6 +218,12 @@ def causal_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Running mean over valid positions [B, L, D] (position t averages positions <= t)."""
     weights = valid.to(x.dtype)[:, :, None]
     return torch.cumsum(x * weights, dim=1) / torch.cumsum(weights, dim=1).clamp(min=1.0)
+
+
+def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over valid positions [B, L, D] -> [B, D]: `causal_mean(x, valid)[:, -1]` in one reduction."""
+    weights = valid.to(x.dtype)[:, :, None]
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 def l2norm(x: torch.Tensor) -> torch.Tensor:

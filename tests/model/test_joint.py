@@ -95,6 +95,27 @@ def test_positions_never_see_the_future() -> None:
     assert not torch.allclose(before[:, -1], after[:, -1])
 
 
+@pytest.mark.parametrize("switch", [{}, {"use_sequence": False}, {"use_scene": False}])
+def test_a_request_equals_the_last_position_of_the_sequence(switch: dict) -> None:
+    """The request path (last block on the last position only, means without cumsum) computes
+    exactly what training computes at the history's last position."""
+    model = build(dataclasses.replace(CONFIG, layers=2, **switch))
+    r = request()
+    last = {k: r[k][:, None].expand(B, L) for k in ("scene", "device", "hour", "weekday")}
+    per_position = model.query_side(r["hist_items"], r["hist_scenes"], **last)
+    per_request = model.query_side(**r)
+    for a, b in zip(per_request, per_position, strict=True):
+        assert torch.allclose(a, b[:, -1], atol=1e-5)
+
+
+def test_left_padding_does_not_change_a_request() -> None:
+    model = build()
+    r = request()
+    r["hist_items"][:, :2], r["hist_scenes"][:, :2] = N, S  # every row starts with two pads
+    trimmed = dict(r, hist_items=r["hist_items"][:, 2:], hist_scenes=r["hist_scenes"][:, 2:])
+    assert torch.allclose(model.query_side(**r).vectors(), model.query_side(**trimmed).vectors(), atol=1e-5)
+
+
 def test_padding_content_is_ignored() -> None:
     model = build()
     r = request()
