@@ -33,12 +33,14 @@ from common import print_table, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `serving` is the package, not this script (benchmarks/serving.py)
+from serving.__main__ import DEFAULT_LOG_CONFIG  # noqa: E402
 from serving.launch import free_port, predictor_command, predictor_env  # noqa: E402
 
 OUT = Path(__file__).parent / "out" / "serving"
 TRIVIAL = """
 import sys
 from kserve import Model, ModelServer
+from kserve.logging import configure_logging
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 import numpy as np
 
@@ -57,6 +59,7 @@ class Constant(Model):
 
 model = Constant("scenerec")
 model.load()
+configure_logging(sys.argv[3])  # the predictor's own log config: the same ModelServer settings
 server = ModelServer(http_port=int(sys.argv[1]), grpc_port=int(sys.argv[2]), enable_latency_logging=False)
 server.start([model])
 """
@@ -134,7 +137,7 @@ def raw_cost(model: Path, repo: Path, users: list[str], n: int, gap: float = 0.0
     from serving.predictor import ScenerecModel
     from serving.requests import Request
 
-    predictor = ScenerecModel("scenerec", model, feature_repo=repo, device="cpu", batching=False)
+    predictor = ScenerecModel("scenerec", model, feature_repo=repo, device="cpu", batching="off")
     predictor.load()
     times = []
     for k in range(n):
@@ -354,7 +357,7 @@ def main() -> None:
     for system, workers in (("trivial", 1), ("scenerec", 1), ("scenerec --workers 2", 2)):
         http, grpc = free_port(), free_port()
         if system == "trivial":
-            command = [sys.executable, "-c", TRIVIAL, str(http), str(grpc)]
+            command = [sys.executable, "-c", TRIVIAL, str(http), str(grpc), str(DEFAULT_LOG_CONFIG)]
         else:
             command = predictor_command(
                 model,

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 
 def _prepare_multiprocess_metrics(argv: list[str]) -> str | None:
@@ -61,10 +62,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--retrieval_depth", type=int, default=200, help="candidates the ranker re-scores")
     parser.add_argument(
         "--batching",
-        default="on",
-        choices=["on", "off"],
-        help="on: score on one thread, batching requests that arrive meanwhile (throughput); "
-        "off: score on the event loop, one request at a time (no thread hand-off)",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="auto: a request that finds the server idle is scored at once on the event loop, requests "
+        "under load are batched on one scoring thread; on: always the thread (batches; the loop stays "
+        "free); off: always the event loop, one request at a time",
+    )
+    parser.add_argument(
+        "--batching_idle_ms",
+        type=float,
+        default=1.0,
+        help="with --batching auto: idle time after which a lone request is scored on the event loop",
     )
     parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="larger request bodies get 413")
     return parser.parse_args(argv)
@@ -80,6 +88,24 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+DEFAULT_LOG_CONFIG = Path(__file__).with_name("log_config.yaml")
+
+
+def configure_logging(log_config_file: str | None) -> str:
+    """Our quiet default (no line per request) unless `--log_config_file` names another file.
+
+    KServe reads the file from its own module-level flags (parsed from sys.argv at import), in
+    ModelServer and again in each `--workers` process: both are pointed at the same file here.
+    """
+    from kserve import logging as kserve_logging
+    from kserve import model_server
+
+    chosen = log_config_file or str(DEFAULT_LOG_CONFIG)
+    kserve_logging.configure_logging(chosen)
+    model_server.args.log_config_file = chosen
+    return chosen
+
+
 def serve(args: argparse.Namespace) -> None:
     from kserve import ModelServer
 
@@ -87,6 +113,7 @@ def serve(args: argparse.Namespace) -> None:
     from serving.predictor import ScenerecModel
     from serving.repository import LoadedModelsRepository, ServedModels
 
+    configure_logging(args.log_config_file)
     http_extras = functools.partial(install_http_extras, max_body_bytes=args.max_body_bytes)
     http_extras()  # here, and again in each --workers process (see ServedModels)
     model = ScenerecModel(
@@ -98,7 +125,8 @@ def serve(args: argparse.Namespace) -> None:
         device=args.device,
         retrieval_depth=args.retrieval_depth,
         threads=args.ort_threads,
-        batching=args.batching == "on",
+        batching=args.batching,
+        idle_s=args.batching_idle_ms / 1000,
     )
     model.load()
     server = ModelServer(

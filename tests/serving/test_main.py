@@ -12,7 +12,8 @@ REQUIRED = ["--model_name", "scenerec", "--model_dir", "m", "--feature_repo", "r
 def test_defaults_and_kserves_own_flags_parse_together() -> None:
     args = parse_args([*REQUIRED, "--http_port", "9000", "--workers", "2"])
     assert (args.http_port, args.workers) == (9000, 2)
-    assert (args.batching, args.device, args.ort_threads, args.retrieval_depth) == ("on", "auto", 1, 200)
+    assert (args.batching, args.device, args.ort_threads, args.retrieval_depth) == ("auto", "auto", 1, 200)
+    assert args.batching_idle_ms == 1.0
     assert parse_args([*REQUIRED, "--batching", "off"]).batching == "off"
 
 

@@ -160,6 +160,17 @@ def test_v2_grpc_with_kserves_own_client(server: Server, served_model: tuple[Pat
     assert grpc_ids == [i["item_id"] for i in rest]
 
 
+def test_no_log_line_per_request_by_default(server: Server) -> None:
+    """The shipped log config keeps start-up lines and drops KServe's per-request access lines."""
+    with httpx.Client(timeout=30) as client:
+        for n in range(5):
+            body = {"instances": [{"user_id": f"quiet{n}", "scene": "home", "k": 3}]}
+            assert client.post(f"{server.http}/v1/models/scenerec:predict", json=body).status_code == 200
+    text = server.log.read_text(errors="replace")
+    assert "Uvicorn running on" in text or "Application startup complete" in text, text[-2000:]
+    assert "scenerec%3Apredict" not in text and "scenerec:predict" not in text
+
+
 def test_metrics_count_requests_and_name_the_provider(server: Server) -> None:
     def counter(text: str, pattern: str) -> float:
         return sum(float(m.group(1)) for m in re.finditer(pattern + r"\S* (\S+)", text))

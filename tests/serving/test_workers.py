@@ -1,7 +1,9 @@
 """`--workers 2`: two worker processes answer, and /metrics is one view of both, whichever serves it.
 
-Which worker answered is read from the predictor's access log (`uvicorn.access ... <pid> - "..."`);
-every request goes on a fresh connection, so the kernel spreads them over the workers.
+Which worker answered is read from the predictor's access log (`uvicorn.access ... <pid> - "..."`),
+turned on by a `--log_config_file` (the default logs no line per request): so the test also shows
+that KServe's flag reaches every worker. Every request goes on a fresh connection, so the kernel
+spreads them over the workers.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
+from serving.__main__ import DEFAULT_LOG_CONFIG
 from tests.serving.conftest import Server, start_server
 
 pytestmark = pytest.mark.integration
@@ -57,7 +61,11 @@ def alive(pids: set[int]) -> set[int]:
 def test_two_workers_share_one_metrics_page(served_model: tuple[Path, Path, Path], tmp_path: Path) -> None:
     _, model, repo = served_model
     log = tmp_path / "predictor.log"
-    server = start_server(model, repo, log, "--workers", "2")
+    config = yaml.safe_load(DEFAULT_LOG_CONFIG.read_text())
+    config["loggers"]["uvicorn.access"]["level"] = "INFO"
+    access_log = tmp_path / "access_log.yaml"
+    access_log.write_text(yaml.safe_dump(config))
+    server = start_server(model, repo, log, "--workers", "2", "--log_config_file", str(access_log))
     spawned = children(server.process.pid)
     try:
         environ = Path(f"/proc/{max(spawned)}/environ").read_bytes().split(b"\0")
