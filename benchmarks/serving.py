@@ -6,7 +6,9 @@ Measured in one run, side by side (issue "The KServe predictor"):
 - scenerec: the predictor (`python -m serving`), Feast read included, top-10.
 Each sequentially, open loop at 50 requests/s, and at saturation (4, 8, 16 connections), over V1
 REST, V2 REST and V2 gRPC. The server is pinned to core 0, the load generator (another process) to
-core 1; every loop is bounded in count and time and targets loopback only.
+core 1; every loop is bounded in count and time and targets loopback only. Every cell is measured
+in slices over 4 rounds (each round starts each server afresh, one at a time), so the minutes-long
+slow spells of a shared machine fall on every system and protocol alike.
 
 Usage: python benchmarks/serving.py [--model DIR --data DIR --repo DIR] [--quick]
 Without --model it builds the default synthetic world with a 10,000-item catalogue first.
@@ -27,6 +29,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from rich.progress import track
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import print_table, write_results
@@ -37,6 +40,8 @@ from serving.__main__ import DEFAULT_LOG_CONFIG  # noqa: E402
 from serving.launch import free_port, predictor_command, predictor_env  # noqa: E402
 
 OUT = Path(__file__).parent / "out" / "serving"
+SYSTEMS = (("trivial", 1), ("scenerec", 1), ("scenerec --workers 2", 2))  # (name, worker processes)
+CELLS = [("sequential", 0.0, 1), ("rate", 50.0, 64)] + [("closed", 0.0, c) for c in (4, 8, 16)]
 TRIVIAL = """
 import sys
 from kserve import Model, ModelServer
@@ -127,34 +132,55 @@ def start(command: list[str], http: int, cores: str = "0") -> subprocess.Popen[b
     raise RuntimeError(f"server did not become ready: {command}")
 
 
-def raw_cost(model: Path, repo: Path, users: list[str], n: int, gap: float = 0.0) -> dict[str, float]:
-    """One request's in-process cost through the predictor's own `recommend` (no HTTP).
+class RawCost:
+    """One request's in-process cost through the predictor's own `recommend` (no HTTP), on core 0
+    like the server.
 
     `gap` seconds of idle between requests reproduce the open-loop pacing: after 20 ms idle the same
     work takes about twice as long on this machine (caches and the vCPU go cold), so the server at
     50 req/s is compared with the raw cost at 50 req/s, not with a hot loop.
     """
-    from serving.predictor import ScenerecModel
-    from serving.requests import Request
 
-    predictor = ScenerecModel("scenerec", model, feature_repo=repo, device="cpu", batching="off")
-    predictor.load()
-    times = []
-    for k in range(n):
-        if gap:
-            time.sleep(gap)
-        started = time.perf_counter()
-        predictor.recommend([Request(user_id=users[k % len(users)], scene="home", k=10)])
-        times.append(time.perf_counter() - started)
-    return summarise(np.array(times))
+    def __init__(self, model: Path, repo: Path, users: list[str]) -> None:
+        from serving.predictor import ScenerecModel
+
+        self.users = users
+        self.predictor = ScenerecModel("scenerec", model, feature_repo=repo, device="cpu", batching="off")
+        self.predictor.load()
+        self.measure(len(users))  # each user's path once, as the load generator warms a server
+
+    def measure(self, n: int, gap: float = 0.0) -> dict[str, Any]:
+        from serving.requests import Request
+
+        affinity = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {0})
+        try:
+            times = []
+            for k in range(n):
+                if gap:
+                    time.sleep(gap)
+                request = Request(user_id=self.users[k % len(self.users)], scene="home", k=10)
+                started = time.perf_counter()
+                self.predictor.recommend([request])
+                times.append(time.perf_counter() - started)
+        finally:
+            os.sched_setaffinity(0, affinity)
+        return {"seconds": times, "elapsed": 0.0, "errors": 0}
 
 
-def summarise(seconds: np.ndarray) -> dict[str, float]:
-    return {
+def summarise(parts: list[dict[str, Any]]) -> dict[str, float]:
+    """One cell from its slices (one per round): percentiles over every request, rate over the
+    time the load ran."""
+    seconds = np.concatenate([np.asarray(p["seconds"], dtype=float) for p in parts])
+    elapsed = sum(p["elapsed"] for p in parts)
+    out = {
         "p50_ms": float(np.percentile(seconds, 50) * 1000),
         "p99_ms": float(np.percentile(seconds, 99) * 1000),
         "n": len(seconds),
     }
+    if elapsed:
+        out.update(rps=len(seconds) / elapsed, errors=sum(p["errors"] for p in parts))
+    return out
 
 
 def load_command(
@@ -167,7 +193,7 @@ def load_command(
             "mode": mode,
             "http": port,
             "grpc": grpc,
-            "users": users[:200],
+            "users": users,
             "n": n,
             "rate": rate,
             "connections": connections,
@@ -281,7 +307,9 @@ async def generate(spec: dict[str, Any]) -> dict[str, Any]:
                 raise RuntimeError(f"{path}: HTTP {status}: {answer[:200]!r}")
             json.loads(answer)
 
-    for k in range(20):  # warm connections and caches
+    # warm the connection and each user's path once (the store's page cache, the server's caches):
+    # every round starts the server afresh, and the cells measure its steady state
+    for k in range(len(users)):
         await call(k)
     latencies: list[float] = []
     errors = 0
@@ -320,7 +348,7 @@ async def generate(spec: dict[str, Any]) -> dict[str, Any]:
 
         await asyncio.gather(*(worker() for _ in range(spec["connections"])))
     elapsed = time.perf_counter() - started
-    return {**summarise(np.array(latencies)), "rps": len(latencies) / elapsed, "errors": errors}
+    return {"seconds": latencies, "elapsed": elapsed, "errors": errors}
 
 
 def main() -> None:
@@ -337,57 +365,46 @@ def main() -> None:
     data, model, repo = world(args)
     import pandas as pd
 
-    users = pd.read_parquet(data / "interactions.parquet")["user_id"].astype(str).unique()[:500].tolist()
-    n = 300 if args.quick else 2000
-    rows: list[dict[str, Any]] = [
-        {
-            "system": "raw (in-process)",
-            "protocol": "-",
-            "load": "sequential",
-            **raw_cost(model, repo, users, n),
-        },
-        {
-            "system": "raw (in-process)",
-            "protocol": "-",
-            "load": "50 req/s",
-            **raw_cost(model, repo, users, min(n, 500), gap=1 / 50),
-        },
-    ]
+    # the same 200 users for the raw cost and every server
+    users = pd.read_parquet(data / "interactions.parquet")["user_id"].astype(str).unique()[:200].tolist()
+    n, rounds = (300, 1) if args.quick else (2000, 4)
+    raw = RawCost(model, repo, users)
     os.environ["OMP_NUM_THREADS"] = "1"
-    for system, workers in (("trivial", 1), ("scenerec", 1), ("scenerec --workers 2", 2)):
-        http, grpc = free_port(), free_port()
-        if system == "trivial":
-            command = [sys.executable, "-c", TRIVIAL, str(http), str(grpc), str(DEFAULT_LOG_CONFIG)]
-        else:
-            command = predictor_command(
-                model,
-                repo,
-                http,
-                grpc,
-                "--device",
-                "cpu",
-                "--enable_latency_logging",
-                "false",
-                "--workers",
-                str(workers),
-            )
-        # one process: core 0 (the load generator has core 1); two workers: both cores, shared
-        server = start(command, http, cores="0" if workers == 1 else "0,1")
-        try:
-            for protocol in ("v1", "v2", "grpc"):
-                cells = [("sequential", 0.0, 1), ("rate", 50.0, 64)] + [
-                    ("closed", 0.0, c) for c in (4, 8, 16)
-                ]
-                for mode, rate, connections in cells:
-                    count = min(n, 500) if mode == "rate" else n
-                    result = load_command(protocol, mode, http, grpc, users, count, rate, connections)
-                    load = {"sequential": "sequential", "rate": "50 req/s"}.get(
-                        mode, f"{connections} connections"
-                    )
-                    rows.append({"system": system, "protocol": protocol, "load": load, **result})
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
+    slices: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for _ in track(range(rounds), description="rounds"):
+        # every cell gets a slice per round, so a slow spell of the machine (they last minutes here)
+        # falls on all systems and protocols alike instead of on whichever ran then; one server runs
+        # at a time (idle servers next to it cost the measured one cache and wake-ups)
+        slices.setdefault(("raw (in-process)", "-", "sequential"), []).append(raw.measure(n // rounds))
+        slices.setdefault(("raw (in-process)", "-", "50 req/s"), []).append(
+            raw.measure(min(n, 500) // rounds, gap=1 / 50)
+        )
+        for system, workers in SYSTEMS:
+            http, grpc = free_port(), free_port()
+            if system == "trivial":
+                command = [sys.executable, "-c", TRIVIAL, str(http), str(grpc), str(DEFAULT_LOG_CONFIG)]
+            else:
+                flags = ["--device", "cpu", "--enable_latency_logging", "false", "--workers", str(workers)]
+                command = predictor_command(model, repo, http, grpc, *flags)
+            # one process: core 0 (the load generator has core 1); two workers: both cores, shared
+            server = start(command, http, cores="0" if workers == 1 else "0,1")
+            try:
+                for protocol in ("v1", "v2", "grpc"):
+                    for mode, rate, connections in CELLS:
+                        count = (min(n, 500) if mode == "rate" else n) // rounds
+                        load = {"sequential": "sequential", "rate": "50 req/s"}.get(
+                            mode, f"{connections} connections"
+                        )
+                        slices.setdefault((system, protocol, load), []).append(
+                            load_command(protocol, mode, http, grpc, users, count, rate, connections)
+                        )
+            finally:
+                server.terminate()
+                server.wait(timeout=60)
+    rows: list[dict[str, Any]] = [
+        {"system": system, "protocol": protocol, "load": load, **summarise(parts)}
+        for (system, protocol, load), parts in slices.items()
+    ]
     print_table(
         "serving latency (server: 1 process on core 0, or 2 worker processes on cores 0-1; "
         "load: another process on core 1)",
