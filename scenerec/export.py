@@ -285,6 +285,7 @@ def _history_axis_error(
     same items left-padded to the full length: serving pads only to a batch's longest history."""
     short, padded = sample.as_numpy(), sample.as_numpy()
     length = sample.hist_items.shape[1]
+    keep = min(keep, length)
     for name, pad in pads.items():
         short[name] = np.ascontiguousarray(short[name][:, -keep:])
         padded[name] = np.concatenate([np.full((len(sample), length - keep), pad, np.int64), short[name]], 1)
