@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from rich.progress import track
 
@@ -37,7 +36,7 @@ from common import print_table, write_results
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `serving` is the package, not this script (benchmarks/serving.py)
 from serving.__main__ import DEFAULT_LOG_CONFIG  # noqa: E402
-from serving.launch import free_port, predictor_command, predictor_env  # noqa: E402
+from serving.launch import free_port, predictor_command, predictor_env, wait_until_ready  # noqa: E402
 
 OUT = Path(__file__).parent / "out" / "serving"
 SYSTEMS = (("trivial", 1), ("scenerec", 1), ("scenerec --workers 2", 2))  # (name, worker processes)
@@ -113,23 +112,19 @@ def world(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     return data, model, repo
 
 
-def start(command: list[str], http: int, cores: str = "0") -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        ["taskset", "-c", cores, *command],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=predictor_env(),
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"server did not become ready: {command}")
+def start(command: list[str], http: int, log: Path, cores: str = "0") -> subprocess.Popen[bytes]:
+    """Start a server pinned to `cores`, its output in `log` (quoted if it never becomes ready)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            ["taskset", "-c", cores, *command],
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=predictor_env(),
+        )
+    wait_until_ready(process, http, log)
+    return process
 
 
 class RawCost:
@@ -387,7 +382,8 @@ def main() -> None:
                 flags = ["--device", "cpu", "--enable_latency_logging", "false", "--workers", str(workers)]
                 command = predictor_command(model, repo, http, grpc, *flags)
             # one process: core 0 (the load generator has core 1); two workers: both cores, shared
-            server = start(command, http, cores="0" if workers == 1 else "0,1")
+            log = OUT / "logs" / f"{system.replace(' --', '-').replace(' ', '-')}.log"
+            server = start(command, http, log, cores="0" if workers == 1 else "0,1")
             try:
                 for protocol in ("v1", "v2", "grpc"):
                     for mode, rate, connections in CELLS:
