@@ -126,6 +126,10 @@ class ModelConfig:
     text_experts: int = 4
     # Width of the scene/context embeddings.
     scene_dim: int = 16
+    # Width of the first-order transition space (FPMC: the last item's "what comes next" vector
+    # against each item's "as a next item" vector, a factor pair of its own so an item-to-item
+    # relation such as a sequel does not have to share the ID space with taste).
+    transition_dim: int = 32
     # Share of training targets whose ID embedding is replaced by the one generated from text, so the
     # model learns to score items it has never seen (cold start, DropoutNet-style).
     id_dropout: float = 0.1

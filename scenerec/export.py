@@ -88,7 +88,9 @@ class ItemTowerGraph(nn.Module):
         ids, scene, bias = self.model.items.generated(raw)
         # the text vector as retrieval sees it: a new item is in popularity bucket 0
         scaled = raw * torch.exp(self.model.lambda_popularity[0])
-        return raw, scaled, ids, scene, bias
+        # a new item follows nothing the model knows of: zero successor vector
+        successor = raw.new_zeros(raw.shape[0], self.model.items.successor.shape[1])
+        return raw, scaled, torch.cat([ids, successor], dim=-1), scene, bias
 
 
 def export_onnx(

@@ -25,8 +25,12 @@ def collect_rows(
     rows: dict[str, dict[str, Any]] = {}
     if truth and "oracle" in truth:
         rows["oracle"] = truth["oracle"]
-    if truth and "oracle_observed_history" in truth:
-        rows["oracle (observed history)"] = truth["oracle_observed_history"]
+    for key, label in (
+        ("oracle_observed_history", "oracle (observed history)"),
+        ("oracle_inferred_mixture", "oracle (inferred mixture)"),
+    ):
+        if truth and key in truth:
+            rows[label] = truth[key]
     if "model" in metrics:
         rows["scenerec"] = metrics["model"]
     for section in ("ablations", "baselines"):

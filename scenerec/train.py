@@ -213,7 +213,8 @@ def _manifest(
             "hour_buckets": mc.hour_buckets,
             "dim": mc.dim,
             "scene_dim": mc.scene_dim,
-            "query": 2 * mc.dim + mc.scene_dim + 1,
+            "transition_dim": mc.transition_dim,
+            "query": main.model.query_dim,
             "text": int(encoder_info["outputs"][0]["shape"][-1]),
         },
         "vocab": {

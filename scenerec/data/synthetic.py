@@ -23,6 +23,16 @@ user's interest mixture but must infer the current interest from the items the u
 (an exact forward filter over the current-interest chain). It is still out of reach of any model
 (the mixture and the planted parameters are hidden too), but it shows how much of the gap to the
 first oracle no history can close.
+
+Two more references, closer to what a model can reach:
+- `oracle_inferred_mixture` knows the planted parameters but not the interest mixture either: it
+  estimates the mixture from the topics of the items chosen so far (the Dirichlet posterior mean) and
+  runs the same forward filter with that estimate. A plug-in Bayes ranking, not an exact ceiling, but
+  it reads only what a log shows beyond the generator's fixed parameters.
+- `oracle_new_items` measures the item cold-start protocol's ceiling: a seeded 10% of items play new
+  items whose popularity is unknown (their weight is the catalogue's mean), with the latent state
+  still known; each user's latest event on such an item is ranked against the whole catalogue. Next to
+  the latent-state oracle it shows how much ranking a new item loses for want of its popularity alone.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ from scenerec.metrics import metrics_from_ranks
 
 _EPOCH = pd.Timestamp("2024-01-01", tz="UTC")
 _HOUR_BUCKETS = 4
+_NEW_ITEM_FRACTION = 0.1  # items playing new ones for `oracle_new_items`
 
 
 @dataclass(frozen=True)
@@ -104,7 +115,9 @@ def generate(
     rng = np.random.default_rng(spec.seed)
     planted = _plant(spec, rng)
     items = _items(spec, planted, rng)
-    rows, oracle_ranks, observed_ranks, oracle_scenes = _simulate(spec, planted, rng)
+    new_items = np.random.default_rng([spec.seed, 1]).random(spec.items) < _NEW_ITEM_FRACTION
+    ranks = _simulate(spec, planted, rng, new_items)
+    rows, oracle_scenes = ranks.rows, ranks.scenes
     interactions = pd.DataFrame(rows)
     interactions[c.USER_ID] = np.char.add("u", interactions.pop("u").to_numpy().astype(str))
     interactions[c.ITEM_ID] = items[c.ITEM_ID].to_numpy()[interactions.pop("i").to_numpy()]
@@ -131,20 +144,56 @@ def generate(
         },
         "oracle": {
             "description": "ranking by the exact next-item probability given the generator's latent state",
-            "test": metrics_from_ranks(oracle_ranks, eval_config.ks),
-            "slices": {
-                f"scene:{name}": metrics_from_ranks(oracle_ranks[oracle_scenes == s], eval_config.ks)
-                for s, name in enumerate(planted.scene_names)
-                if (oracle_scenes == s).any()
-            },
+            **_metrics_by_scene(ranks.oracle, oracle_scenes, planted.scene_names, eval_config),
         },
         "oracle_observed_history": {
             "description": "Bayes ranking given the planted parameters and interest mixture, with the "
             "current interest inferred from the observed history (forward filter)",
-            "test": metrics_from_ranks(observed_ranks, eval_config.ks),
+            **_metrics_by_scene(ranks.observed, oracle_scenes, planted.scene_names, eval_config),
+        },
+        "oracle_inferred_mixture": {
+            "description": "plug-in Bayes ranking given the planted parameters only: the interest mixture "
+            "estimated from the topics chosen so far (Dirichlet posterior mean), the current interest "
+            "by the forward filter",
+            **_metrics_by_scene(ranks.inferred, oracle_scenes, planted.scene_names, eval_config),
+        },
+        "oracle_new_items": {
+            "description": "latent-state oracle on each user's latest event on a seeded "
+            f"{_NEW_ITEM_FRACTION:.0%} of items whose popularity it does not know (weight = the "
+            "catalogue mean), ranked against the whole catalogue; `known_popularity`: the same "
+            "events ranked knowing it",
+            "items": int(new_items.sum()),
+            "test": metrics_from_ranks(ranks.new_items[ranks.new_items >= 0], eval_config.ks),
+            "known_popularity": metrics_from_ranks(ranks.new_known[ranks.new_known >= 0], eval_config.ks),
         },
     }
     return interactions, items, truth
+
+
+def _metrics_by_scene(
+    ranks: np.ndarray, scenes: np.ndarray, names: list[str], eval_config: EvalConfig
+) -> dict[str, Any]:
+    return {
+        "test": metrics_from_ranks(ranks, eval_config.ks),
+        "slices": {
+            f"scene:{name}": metrics_from_ranks(ranks[scenes == s], eval_config.ks)
+            for s, name in enumerate(names)
+            if (scenes == s).any()
+        },
+    }
+
+
+@dataclass
+class _Simulated:
+    """The log's rows and, per user, the rank of the last item under each reference ranking."""
+
+    rows: dict[str, np.ndarray]
+    scenes: np.ndarray  # scene of each user's last event
+    oracle: np.ndarray
+    observed: np.ndarray
+    inferred: np.ndarray
+    new_items: np.ndarray  # rank of the latest event on a "new" item, popularity unknown (-1: none)
+    new_known: np.ndarray  # the same event ranked with its popularity known
 
 
 def write_synthetic(out: Path, spec: SyntheticSpec) -> dict[str, Any]:
@@ -237,13 +286,11 @@ def _items(spec: SyntheticSpec, planted: _Planted, rng: np.random.Generator) -> 
 
 
 def _simulate(
-    spec: SyntheticSpec, planted: _Planted, rng: np.random.Generator
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Sample every user's log, step by step for a chunk of users at a time.
-
-    Returns the rows, the oracle's rank of each user's last item, the observed-history oracle's rank
-    of it, and the scene of that last event. The filter consumes no random numbers: the log is the
-    same with or without it.
+    spec: SyntheticSpec, planted: _Planted, rng: np.random.Generator, new_items: np.ndarray
+) -> _Simulated:
+    """Sample every user's log, step by step for a chunk of users at a time, and rank each user's
+    last item under every reference (see the module docstring). The references consume no random
+    numbers: the log is the same with or without them.
     """
     n, t, s = spec.items, spec.topics, spec.scenes
     topic_onehot = np.eye(t)[planted.item_topic]  # [N, T]
@@ -257,7 +304,12 @@ def _simulate(
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("u", "i", "t", "s", "d", "buy")}
     oracle_ranks = np.empty(spec.users, dtype=np.int64)
     observed_ranks = np.empty(spec.users, dtype=np.int64)
+    inferred_ranks = np.empty(spec.users, dtype=np.int64)
+    new_ranks = np.full(spec.users, -1, dtype=np.int64)
+    new_known_ranks = np.full(spec.users, -1, dtype=np.int64)
     oracle_scenes = np.empty(spec.users, dtype=np.int64)
+    # new items' weight is the catalogue's mean weight in that scene: their popularity is unknown
+    pop_unknown = np.where(new_items[None, :], pop_pow.mean(axis=1, keepdims=True), pop_pow)
     chunk = max(64, 4_000_000 // n)
     for lo in tqdm(range(0, spec.users, chunk), desc="synthesising users", unit="chunk", disable=None):
         users = np.arange(lo, min(lo + chunk, spec.users))
@@ -269,6 +321,8 @@ def _simulate(
         clock = rng.uniform(0, spec.days * 86400 * 2 / 3, size=b)
         current = _sample_rows(interest, rng)
         belief = interest.copy()  # observed-history posterior over the current interest [b, T]
+        topic_counts = np.zeros((b, t))  # topics chosen so far (the inferred-mixture reference)
+        belief_inferred = np.full((b, t), 1.0 / t)
         seen = np.zeros((b, n), dtype=bool)
         prev = np.full(b, -1)
         for step in range(int(n_events[users].max())):
@@ -281,6 +335,13 @@ def _simulate(
                 switching = active[rng.random(len(active)) > spec.stickiness]
                 current[switching] = _sample_rows(interest[switching], rng)
                 belief[active] = spec.stickiness * belief[active] + (1 - spec.stickiness) * interest[active]
+            # the inferred-mixture reference: Dirichlet posterior mean of the mixture from the topic counts
+            mixture = topic_counts[active] + spec.user_concentration
+            mixture /= mixture.sum(axis=1, keepdims=True)
+            if step > 0:
+                belief_inferred[active] = (
+                    spec.stickiness * belief_inferred[active] + (1 - spec.stickiness) * mixture
+                )
             scene = _sample_rows(scene_pref[active], rng)
             device = np.where(
                 rng.random(len(active)) < 0.85,
@@ -291,6 +352,9 @@ def _simulate(
             hour = ((clock[active] // 3600) % 24 // (24 // _HOUR_BUCKETS)).astype(int)
             per_current = _topic_choice(  # [B, T cur, T]
                 planted, pop_pow, topic_onehot, interest[active], scene, device, hour, seen[active]
+            )
+            per_current_inferred = _topic_choice(
+                planted, pop_pow, topic_onehot, mixture, scene, device, hour, seen[active]
             )
             after = (scene, seen[active], prev[active])  # what the item choice depends on besides q
             rows_b = np.arange(len(active))
@@ -309,10 +373,28 @@ def _simulate(
                 p_obs = _next_item_probs(spec, planted, pop_pow, topic_onehot, q_obs, *sub)
                 p_target = p_obs[np.arange(len(last)), chosen[last]]
                 observed_ranks[users[active[last]]] = (p_obs >= p_target[:, None]).sum(axis=1) - 1
+                q_inf = np.einsum("bk,bkt->bt", belief_inferred[active[last]], per_current_inferred[last])
+                p_inf = _next_item_probs(spec, planted, pop_pow, topic_onehot, q_inf, *sub)
+                p_target = p_inf[np.arange(len(last)), chosen[last]]
+                inferred_ranks[users[active[last]]] = (p_inf >= p_target[:, None]).sum(axis=1) - 1
+            fresh = np.flatnonzero(new_items[chosen])  # latest event on a "new" item so far
+            if len(fresh):
+                q_new = per_current[fresh, current[active[fresh]]]
+                sub = tuple(x[fresh] for x in after)
+                for ranks_out, weights in ((new_ranks, pop_unknown), (new_known_ranks, pop_pow)):
+                    p_new = _next_item_probs(spec, planted, weights, topic_onehot, q_new, *sub)
+                    p_target = p_new[np.arange(len(fresh)), chosen[fresh]]
+                    ranks_out[users[active[fresh]]] = (p_new >= p_target[:, None]).sum(axis=1) - 1
             # filter: the chosen item's likelihood under each possible current interest
             likelihood = _chosen_likelihood(spec, planted, pop_pow, topic_onehot, per_current, chosen, *after)
             posterior = belief[active] * likelihood
             belief[active] = posterior / posterior.sum(axis=1, keepdims=True)
+            likelihood = _chosen_likelihood(
+                spec, planted, pop_pow, topic_onehot, per_current_inferred, chosen, *after
+            )
+            posterior = belief_inferred[active] * likelihood
+            belief_inferred[active] = posterior / posterior.sum(axis=1, keepdims=True)
+            topic_counts[active, planted.item_topic[chosen]] += 1
             affinity = np.log(interest[active, planted.item_topic[chosen]] * t + 1e-9)
             buy_logit = -1.5 + 0.8 * affinity + planted.scene_conversion[scene]
             seen[active, chosen] = True
@@ -326,7 +408,15 @@ def _simulate(
                 ("buy", rng.random(len(active)) < 1 / (1 + np.exp(-buy_logit))),
             ):
                 out[key].append(value)
-    return {k: np.concatenate(v) for k, v in out.items()}, oracle_ranks, observed_ranks, oracle_scenes
+    return _Simulated(
+        rows={k: np.concatenate(v) for k, v in out.items()},
+        scenes=oracle_scenes,
+        oracle=oracle_ranks,
+        observed=observed_ranks,
+        inferred=inferred_ranks,
+        new_items=new_ranks,
+        new_known=new_known_ranks,
+    )
 
 
 def _topic_choice(

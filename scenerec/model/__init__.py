@@ -8,5 +8,6 @@ Notation used in every module of this package:
     D  model dimension (model.dim)
     T  text embedding dimension of the frozen encoder (384 for MiniLM)
     S  scenes; Ds scene embedding width (model.scene_dim)
-    Q  width of the retrieval vectors (query and item side): D + D + Ds + 1
+    Dt transition width (model.transition_dim)
+    Q  width of the retrieval vectors (query and item side): D + Dt + D + Ds + 1
 """

@@ -6,6 +6,7 @@ Every part is a dot product between a query-side and an item-side vector, so
 - everything item-side is precomputed at export time; a request computes only the query side.
 
     F_cf    = <g_seq * W u_seq + g_set * u_set, e_i>      e_i: ID vector (generated from text if cold)
+            + <g_tr * v_last, n_i>                        FPMC transition: last item -> next item
     M_text  = <W_t [u_seq; text profile], w_pop(i) t_i>  t_i: adapted frozen text embedding
     lambda  = softplus(theta_scene)                       learned per scene; w_pop per popularity bucket
     scene   = <W_s ctx, z_i> + b_i                        scene-specific item affinity and item bias
@@ -28,18 +29,23 @@ from scenerec.model.towers import ContextTower, ItemTower, SequenceEncoder, caus
 
 class ItemSide(NamedTuple):
     ids: torch.Tensor  # [N, D]
+    successor: torch.Tensor  # [N, Dt] each item as the next one after another (0 if cold)
     raw_text: torch.Tensor  # [N, D] adapted text vectors (what the history encoder reads)
     text: torch.Tensor  # [N, D], the same scaled by w_pop(i) (what the text score reads)
     scene: torch.Tensor  # [N, Ds]
     bias: torch.Tensor  # [N]
 
+    def collaborative(self) -> torch.Tensor:
+        """[N, D + Dt] what the collaborative query is scored against: ID and successor vectors."""
+        return torch.cat([self.ids, self.successor], dim=-1)
+
     def vectors(self) -> torch.Tensor:
         """[N, Q] item retrieval vectors."""
-        return torch.cat([self.ids, self.text, self.scene, self.bias[:, None]], dim=-1)
+        return torch.cat([self.ids, self.successor, self.text, self.scene, self.bias[:, None]], dim=-1)
 
 
 class QuerySide(NamedTuple):
-    cf: torch.Tensor  # [..., D]
+    cf: torch.Tensor  # [..., D + Dt] taste (sequence and set) and transition from the last item
     text: torch.Tensor  # [..., D], already scaled by lambda(scene)
     scene: torch.Tensor  # [..., Ds]
     context: torch.Tensor  # [..., Ds] context vector (for the conversion head)
@@ -77,16 +83,21 @@ class JointModel(nn.Module):
         self.lambda_popularity = nn.Parameter(
             torch.zeros(config.popularity_buckets), requires_grad=config.learn_lambda
         )
-        self.conversion = nn.Sequential(nn.Linear(2 * d + ds, d), nn.GELU(), nn.Linear(d, 1))
+        self.query_dim = 2 * d + config.transition_dim + ds + 1  # Q
+        self.conversion = nn.Sequential(
+            nn.Linear(2 * d + config.transition_dim + ds, d), nn.GELU(), nn.Linear(d, 1)
+        )
         self.dropout = nn.Dropout(config.dropout)
 
     # ---- item side -------------------------------------------------------------------------
     def item_side(self, drop: torch.Tensor | None = None) -> ItemSide:
         """All item vectors; `drop` [N] marks items whose ID vector is replaced by the generated one."""
         text = self.items.text_vectors()
-        ids, scene, bias = self.items.collaborative(text, drop)
+        ids, successor, scene, bias = self.items.collaborative(text, drop)
         weight = torch.exp(self.lambda_popularity)[self.items.popularity_bucket]
-        return ItemSide(ids=ids, raw_text=text, text=text * weight[:, None], scene=scene, bias=bias)
+        return ItemSide(
+            ids=ids, successor=successor, raw_text=text, text=text * weight[:, None], scene=scene, bias=bias
+        )
 
     # ---- query side ------------------------------------------------------------------------
     def query_side(
@@ -130,10 +141,11 @@ class JointModel(nn.Module):
             transition = torch.zeros_like(transition)
         if self.config.use_scene:
             g_seq, g_set, g_transition = self.context.gate(ctx, state)
-            cf = g_seq * seq + g_transition * transition + (g_set * as_set if self.config.use_set else 0.0)
+            taste = g_seq * seq + (g_set * as_set if self.config.use_set else 0.0)
+            cf = torch.cat([taste, g_transition * transition], dim=-1)
             scene_query = self.context.query(ctx)
         else:
-            cf = seq + transition + (as_set if self.config.use_set else 0.0)
+            cf = torch.cat([seq + (as_set if self.config.use_set else 0.0), transition], dim=-1)
             scene_query = torch.zeros_like(ctx)
         lam = F.softplus(self.lambda_scene[scene])
         if not self.config.learn_lambda:
@@ -146,7 +158,7 @@ class JointModel(nn.Module):
     # ---- scoring ---------------------------------------------------------------------------
     def score_parts(self, query: QuerySide, items: ItemSide, candidates: torch.Tensor) -> torch.Tensor:
         """[B, C, 3] collaborative, text and scene parts of the score of each candidate ([B, C] indices)."""
-        cf = torch.einsum("bd,bcd->bc", query.cf, items.ids[candidates])
+        cf = torch.einsum("bd,bcd->bc", query.cf, items.collaborative()[candidates])
         text = torch.einsum("bd,bcd->bc", query.text, items.text[candidates])
         scene = torch.einsum("bd,bcd->bc", query.scene, items.scene[candidates]) + items.bias[candidates]
         return torch.stack([cf, text, scene], dim=-1)
@@ -157,7 +169,7 @@ class JointModel(nn.Module):
         expand = (slice(None),) * lead + (None,)
         features = torch.cat(
             [
-                query.cf[expand] * items.ids[candidates],
+                query.cf[expand] * items.collaborative()[candidates],
                 query.text[expand] * items.raw_text[candidates],
                 query.context[expand].expand(*candidates.shape, query.context.shape[-1]),
             ],

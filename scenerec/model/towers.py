@@ -61,9 +61,13 @@ class ItemTower(nn.Module):
         nn.init.normal_(self.set_embedding.weight, std=0.05)
         with torch.no_grad():
             self.set_embedding.weight[n].zero_()
-        # FPMC-style first-order transition: the last item's "what comes next" vector in ID space.
-        self.transition = nn.Embedding(n + 1, d, padding_idx=n)
+        # FPMC's first-order transition: the last item's "what comes next" vector (query side,
+        # zero at init) against each item's "as a next item" vector, in a space of their own.
+        dt = config.transition_dim
+        self.transition = nn.Embedding(n + 1, dt, padding_idx=n)
         nn.init.zeros_(self.transition.weight)
+        self.successor = nn.Parameter(torch.empty(n, dt))
+        nn.init.normal_(self.successor, std=0.05)
         self.scene_item = nn.Parameter(torch.zeros(n, config.scene_dim))
         self.bias = nn.Parameter(torch.zeros(n))
         self.register_buffer("popularity_bucket", popularity_bucket.long(), persistent=True)
@@ -92,20 +96,23 @@ class ItemTower(nn.Module):
 
     def collaborative(
         self, text_vectors: torch.Tensor, drop: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Effective ID vectors [N, D], scene-item vectors [N, Ds] and biases [N].
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Effective ID vectors [N, D], successor vectors [N, Dt], scene-item vectors [N, Ds] and
+        biases [N].
 
         Learned for items seen in training; generated from text for cold (or ID-dropped) items,
-        whose learned rows never received a positive signal.
+        whose learned rows never received a positive signal. A cold item follows nothing the
+        model knows of: its successor vector is zero (text says nothing about which item it follows).
         """
         learned = (self.id_embedding.weight[: self.n_items], self.scene_item, self.bias)
-        if not self.use_text:
-            return learned
         replace = self.cold if drop is None else self.cold | drop
+        successor = self.successor.masked_fill(replace[:, None], 0.0)
+        if not self.use_text:
+            return learned[0], successor, learned[1], learned[2]
         generated = self.generated(text_vectors)
         ids = torch.where(replace[:, None], generated[0], learned[0])
         scene = torch.where(replace[:, None], generated[1], learned[1])
-        return ids, scene, torch.where(replace, generated[2], learned[2])
+        return ids, successor, scene, torch.where(replace, generated[2], learned[2])
 
 
 class CausalBlock(nn.Module):
@@ -193,7 +200,8 @@ class ContextTower(nn.Module):
         self.mix = nn.Sequential(nn.Linear(4 * ds, ds), nn.GELU())
         # Gate networks: context + (detached) user state -> per-dimension weights in (0, 2), init 1.
         self.gate_hidden = nn.Sequential(nn.Linear(ds + config.dim, config.dim), nn.GELU())
-        self.gate_out = nn.Linear(config.dim, 3 * config.dim)
+        self.widths = [config.dim, config.dim, config.transition_dim]
+        self.gate_out = nn.Linear(config.dim, sum(self.widths))
         nn.init.zeros_(self.gate_out.weight)
         nn.init.zeros_(self.gate_out.bias)
         self.query = nn.Linear(ds, ds)
@@ -207,10 +215,10 @@ class ContextTower(nn.Module):
     def gate(
         self, context: torch.Tensor, state: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Gates in (0, 2) over D for the sequence, set and transition views (PEPNet's EPNet idea:
-        the scene re-weights the shared representation), from context and the detached state."""
+        """Gates in (0, 2) over D, D and Dt for the sequence, set and transition views (PEPNet's EPNet
+        idea: the scene re-weights the shared representation), from context and the detached state."""
         hidden = self.gate_hidden(torch.cat([context, state.detach()], dim=-1))
-        seq, as_set, transition = (2 * torch.sigmoid(self.gate_out(hidden))).chunk(3, dim=-1)
+        seq, as_set, transition = (2 * torch.sigmoid(self.gate_out(hidden))).split(self.widths, dim=-1)
         return seq, as_set, transition
 
 

@@ -95,3 +95,17 @@ def test_observed_history_oracle_sits_below_the_latent_state_oracle() -> None:
     truth = generate(sticky)[2]
     oracle, observed = truth["oracle"]["test"], truth["oracle_observed_history"]["test"]
     assert observed["ndcg@10"] > 0.95 * oracle["ndcg@10"]
+
+
+
+def test_references_that_read_only_the_log() -> None:
+    """Estimating the interest mixture from the log costs ranking quality against knowing it, and
+    not knowing a new item's popularity costs the oracle on a long-tailed catalogue."""
+    spec = SyntheticSpec(users=800, items=300, scenes=3, seed=11, mean_events=20, max_events=60)
+    truth = generate(spec)[2]
+    observed, inferred = truth["oracle_observed_history"], truth["oracle_inferred_mixture"]
+    assert 0.3 * observed["test"]["ndcg@10"] < inferred["test"]["ndcg@10"] < observed["test"]["ndcg@10"]
+    assert set(inferred["slices"]) == set(observed["slices"]) == set(truth["oracle"]["slices"])
+    new = truth["oracle_new_items"]
+    assert 0 < new["items"] < spec.items
+    assert 0 < new["test"]["ndcg@10"] < 0.9 * new["known_popularity"]["ndcg@10"]

@@ -48,7 +48,8 @@ def request(seed: int = 1) -> dict[str, torch.Tensor]:
 def test_shapes_per_request_and_per_position() -> None:
     model = build()
     items = model.item_side()
-    q_dim = 2 * CONFIG.dim + CONFIG.scene_dim + 1
+    q_dim = 2 * CONFIG.dim + CONFIG.transition_dim + CONFIG.scene_dim + 1
+    assert model.query_dim == q_dim
     assert items.vectors().shape == (N, q_dim)
     query = model.query_side(**request())
     assert query.vectors().shape == (B, q_dim) and query.lam.shape == (B,)
@@ -136,6 +137,29 @@ def test_cold_items_take_vectors_generated_from_text() -> None:
     drop = torch.zeros(N, dtype=torch.bool)
     drop[4] = True
     assert torch.allclose(model.item_side(drop).ids[4], ids[4])
+    # a cold (or ID-dropped) item follows nothing the model knows of: zero successor vector
+    assert items.successor.shape == (N, CONFIG.transition_dim)
+    assert not items.successor[5].any() and items.successor[4].abs().sum() > 0
+    assert not model.item_side(drop).successor[4].any()
+
+
+def test_transition_reads_only_the_latest_item() -> None:
+    """The FPMC part of a request's collaborative query is the latest history item's own vector
+    (without scene gates to rescale it): older items do not move it."""
+    model = build(dataclasses.replace(CONFIG, use_scene=False))
+    with torch.no_grad():  # zero at init (it learns from there): give it values to compare
+        model.items.transition.weight[:N].normal_()
+    r = request()
+    d = CONFIG.dim
+    older = {**r, "hist_items": r["hist_items"].clone()}
+    older["hist_items"][:, -2] = (older["hist_items"][:, -2] + 1) % N
+    latest = {**r, "hist_items": r["hist_items"].clone()}
+    latest["hist_items"][:, -1] = (latest["hist_items"][:, -1] + 1) % N
+    base = model.query_side(**r).cf[:, d:]
+    assert base.shape == (B, CONFIG.transition_dim)
+    assert torch.equal(base, model.items.transition.weight[r["hist_items"][:, -1]])
+    assert torch.equal(model.query_side(**older).cf[:, d:], base)
+    assert not torch.allclose(model.query_side(**latest).cf[:, d:], base)
 
 
 @pytest.mark.parametrize(
