@@ -12,7 +12,7 @@ shows the references of truth.json that read only the log (see scenerec.data.syn
 observed-history oracle, the inferred-mixture reference, and the latent-state oracle on new items
 whose popularity it does not know (the cold protocol's ceiling).
 
-Usage: python benchmarks/quality.py [--data DIR] [--set key=value ...]
+Usage: python benchmarks/quality.py [--data DIR] [--set key=value ...] [--from-model MODEL_DIR]
 """
 
 from __future__ import annotations
@@ -47,6 +47,12 @@ def main() -> None:
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--name", default=None, help="results/<name>.json (default: quality[-<data dir>])")
+    parser.add_argument(
+        "--from-model",
+        type=Path,
+        default=None,
+        help="tabulate the metrics.json of a model directory already trained on --data (no training)",
+    )
     args = parser.parse_args()
     data = args.data
     if data is None:
@@ -57,8 +63,12 @@ def main() -> None:
             write_synthetic(data, SyntheticSpec())
     config = load_config(None, args.overrides)
     started = time.perf_counter()
-    metrics = train(data, OUT / f"model-{data.name}", config, cache_dir=OUT / "cache")
-    seconds = time.perf_counter() - started
+    if args.from_model:
+        metrics = json.loads((args.from_model / "metrics.json").read_text())
+        seconds = metrics["seconds"]
+    else:
+        metrics = train(data, OUT / f"model-{data.name}", config, cache_dir=OUT / "cache")
+        seconds = time.perf_counter() - started
     truth_path = data / "truth.json"
     truth = json.loads(truth_path.read_text()) if truth_path.is_file() else {}
     oracle = truth.get("oracle", {}).get("test")
@@ -101,7 +111,7 @@ def main() -> None:
             "cold ndcg@10": new_items.get("ndcg@10", float("nan")) if label == "oracle" else float("nan"),
             "cold (among new) ndcg@10": float("nan"),
         }
-        for label, result in ({"oracle": oracle} if oracle else {}) | references.items()
+        for label, result in (({"oracle": oracle} if oracle else {}) | references).items()
     ]
     rows = head + rows
     print_table(f"quality on {data}", rows)
