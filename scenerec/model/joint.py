@@ -84,9 +84,8 @@ class JointModel(nn.Module):
             torch.zeros(config.popularity_buckets), requires_grad=config.learn_lambda
         )
         self.query_dim = 2 * d + config.transition_dim + ds + 1  # Q
-        self.conversion = nn.Sequential(
-            nn.Linear(2 * d + config.transition_dim + ds, d), nn.GELU(), nn.Linear(d, 1)
-        )
+        # reads cf (D + Dt), text (D) and context (Ds): the query's width without the bias slot
+        self.conversion = nn.Sequential(nn.Linear(self.query_dim - 1, d), nn.GELU(), nn.Linear(d, 1))
         self.dropout = nn.Dropout(config.dropout)
 
     # ---- item side -------------------------------------------------------------------------
