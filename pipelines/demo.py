@@ -114,7 +114,17 @@ def _ask(port: int, data: Path) -> None:
 def _print_answer(ask: dict[str, Any], answer: dict[str, Any], titles: pd.Series) -> None:
     flag = f" — fallback: {answer['fallback']}" if answer["fallback"] else ""
     table = Table(title=f"user {ask['user_id']} in scene '{ask['scene']}'{flag}", title_justify="left")
-    for column in ("#", "item", "title", "score", "collaborative", "text", "scene", "p(conversion)"):
+    for column in (
+        "#",
+        "item",
+        "title",
+        "score",
+        "collaborative",
+        "text",
+        "scene",
+        "item-item",
+        "p(conversion)",
+    ):
         table.add_column(column, justify="left" if column in ("item", "title") else "right")
     for rank, item in enumerate(answer["items"], start=1):
         parts = item["parts"]
@@ -126,6 +136,7 @@ def _print_answer(ask: dict[str, Any], answer: dict[str, Any], titles: pd.Series
             f"{parts['collaborative']:.3f}",
             f"{parts['text']:.3f}",
             f"{parts['scene']:.3f}",
+            f"{parts['item_item']:.3f}",
             f"{item['p_conversion']:.2f}",
         )
     console.print(table)

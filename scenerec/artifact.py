@@ -24,7 +24,7 @@ from typing import Any
 
 from scenerec.errors import ScenerecError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the item-item part (retrieval and ranker read the history)
 MANIFEST = "manifest.json"
 GRAPHS = ("user_tower", "retrieval", "ranker", "item_tower", "text_encoder")
 

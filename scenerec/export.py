@@ -26,8 +26,16 @@ from scenerec.text import OnnxParityError
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
-USER_OUTPUTS = ("query", "query_cf", "query_text", "query_scene", "context", "lambda")
-RANKER_INPUTS = ("query_cf", "query_text", "query_scene", "context", "candidates")
+USER_OUTPUTS = ("query", "query_cf", "query_text", "query_scene", "context", "lambda", "item_item_weight")
+RANKER_INPUTS = (
+    "query_cf",
+    "query_text",
+    "query_scene",
+    "context",
+    "item_item_weight",
+    "history",
+    "candidates",
+)
 RANKER_OUTPUTS = ("score", "parts", "p_conversion")
 
 
@@ -57,7 +65,7 @@ class UserTowerGraph(_Frozen):
         weekday: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         q = self.model.query_side(hist_items, hist_scenes, scene, device, hour, weekday, items=self.items())
-        return q.vectors(), q.cf, q.text, q.scene, q.context, q.lam
+        return q.vectors(), q.cf, q.text, q.scene, q.context, q.lam, q.item_item
 
 
 class RankerGraph(_Frozen):
@@ -67,11 +75,13 @@ class RankerGraph(_Frozen):
         query_text: torch.Tensor,
         query_scene: torch.Tensor,
         context: torch.Tensor,
+        item_item_weight: torch.Tensor,
+        history: torch.Tensor,
         candidates: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        query = QuerySide(query_cf, query_text, query_scene, context, query_cf[:, 0])
+        query = QuerySide(query_cf, query_text, query_scene, context, query_cf[:, 0], item_item_weight)
         items = self.items()
-        parts = self.model.score_parts(query, items, candidates)
+        parts = self.model.score_parts(query, items, candidates, history)
         p_conversion = torch.sigmoid(self.model.conversion_logit(query, items, candidates))
         return parts.sum(dim=-1), parts, p_conversion
 
@@ -124,15 +134,28 @@ def export_onnx(
         tmp.unlink(missing_ok=True)
 
 
-def retrieval_graph(item_vectors: np.ndarray, path: Path) -> None:
-    """query [B, Q], exclude [B, E] (pad with N), k [1] -> scores [B, N] (excluded = -inf), top k.
+def retrieval_graph(item_vectors: np.ndarray, neighbours: tuple[np.ndarray, np.ndarray], path: Path) -> None:
+    """query [B, Q], item_item_weight [B], history [B, H] (pad N), exclude [B, E] (pad N), k [1]
+    -> scores [B, N] (excluded = -inf), top k.
 
+    scores = query . items + w_ii * (sum of the history's sparse B rows): the dot product, then the
+    history's B rows gathered ([B, H, K]) and scatter-added into the same [B, N + 1] row.
     Written with onnx.helper: TopK needs `k` as a runtime input, which tracing would bake in.
     """
     n, q = item_vectors.shape
+    columns, weights = neighbours
     with_pad = np.concatenate([item_vectors, np.zeros((1, q), np.float32)]).T.astype(np.float32)  # [Q, N+1]
     nodes = [
-        helper.make_node("MatMul", ["query", "items_t"], ["raw_scores"]),
+        helper.make_node("MatMul", ["query", "items_t"], ["dot_scores"]),
+        helper.make_node("Gather", ["ii_columns", "history"], ["ii_cols3"], axis=0),  # [B, H, K]
+        helper.make_node("Gather", ["ii_weights", "history"], ["ii_vals3"], axis=0),
+        helper.make_node("Unsqueeze", ["item_item_weight", "axes_12"], ["ii_w3"]),  # [B, 1, 1]
+        helper.make_node("Mul", ["ii_vals3", "ii_w3"], ["ii_scaled3"]),
+        helper.make_node("Reshape", ["ii_cols3", "flat_shape"], ["ii_cols"]),  # [B, H*K]
+        helper.make_node("Reshape", ["ii_scaled3", "flat_shape"], ["ii_vals"]),
+        helper.make_node(
+            "ScatterElements", ["dot_scores", "ii_cols", "ii_vals"], ["raw_scores"], axis=1, reduction="add"
+        ),
         helper.make_node("Shape", ["exclude"], ["exclude_shape"]),
         helper.make_node("Expand", ["neg_inf", "exclude_shape"], ["neg_updates"]),
         helper.make_node("ScatterElements", ["raw_scores", "exclude", "neg_updates"], ["masked"], axis=1),
@@ -144,6 +167,8 @@ def retrieval_graph(item_vectors: np.ndarray, path: Path) -> None:
         "scenerec_retrieval",
         inputs=[
             helper.make_tensor_value_info("query", TensorProto.FLOAT, ["batch", q]),
+            helper.make_tensor_value_info("item_item_weight", TensorProto.FLOAT, ["batch"]),
+            helper.make_tensor_value_info("history", TensorProto.INT64, ["batch", "history"]),
             helper.make_tensor_value_info("exclude", TensorProto.INT64, ["batch", "excluded"]),
             helper.make_tensor_value_info("k", TensorProto.INT64, [1]),
         ],
@@ -154,6 +179,10 @@ def retrieval_graph(item_vectors: np.ndarray, path: Path) -> None:
         ],
         initializer=[
             numpy_helper.from_array(with_pad, "items_t"),
+            numpy_helper.from_array(columns.astype(np.int64), "ii_columns"),
+            numpy_helper.from_array(weights.astype(np.float32), "ii_weights"),
+            numpy_helper.from_array(np.array([1, 2], np.int64), "axes_12"),
+            numpy_helper.from_array(np.array([0, -1], np.int64), "flat_shape"),
             numpy_helper.from_array(np.full((1, 1), -np.inf, np.float32), "neg_inf"),
             numpy_helper.from_array(np.array([0], np.int64), "zero"),
             numpy_helper.from_array(np.array([n], np.int64), "n_items"),
@@ -207,15 +236,27 @@ def export_model_graphs(model: JointModel, out: Path, samples: list[ModelInputs]
 
     items = user.items()
     item_vectors = items.vectors().numpy()
-    retrieval_graph(item_vectors, out / "retrieval.onnx")
+    neighbours = (model.item_item.columns.numpy(), model.item_item.weights.numpy())
+    retrieval_graph(item_vectors, neighbours, out / "retrieval.onnx")
     session, _ = create_session(out / "retrieval.onnx")
     errors = []
     for sample, query in zip(samples, queries, strict=True):
         exclude = sample.hist_items  # history (pad = N) is what serving excludes
-        expected_scores = query["query"] @ item_vectors.T
+        with torch.inference_mode():
+            item_item = model.item_item.scores(torch.as_tensor(sample.hist_items), per_request=True).numpy()
+        expected_scores = query["query"] @ item_vectors.T + query["item_item_weight"][:, None] * item_item
         rows, cols = np.nonzero(exclude < len(item_vectors))
         expected_scores[rows, exclude[rows, cols]] = -np.inf
-        scores, _, _ = session.run(None, {"query": query["query"], "exclude": exclude, "k": np.array([10])})
+        scores, _, _ = session.run(
+            None,
+            {
+                "query": query["query"],
+                "item_item_weight": query["item_item_weight"],
+                "history": sample.hist_items,
+                "exclude": exclude,
+                "k": np.array([10]),
+            },
+        )
         finite = np.isfinite(expected_scores)
         if not np.array_equal(finite, np.isfinite(scores)):
             raise OnnxParityError("retrieval.onnx masks different items than the reference")
@@ -226,8 +267,8 @@ def export_model_graphs(model: JointModel, out: Path, samples: list[ModelInputs]
     rng = np.random.default_rng(0)
     cand = [torch.as_tensor(rng.integers(0, model.n_items, size=(len(s), 20))) for s in samples]
     args = [
-        (*tuple(torch.as_tensor(q[n]) for n in RANKER_INPUTS[:-1]), c)
-        for q, c in zip(queries, cand, strict=True)
+        (*tuple(torch.as_tensor(q[n]) for n in RANKER_INPUTS[:-2]), torch.as_tensor(s.hist_items), c)
+        for q, s, c in zip(queries, samples, cand, strict=True)
     ]
     export_onnx(
         ranker,
@@ -236,7 +277,8 @@ def export_model_graphs(model: JointModel, out: Path, samples: list[ModelInputs]
         list(RANKER_INPUTS),
         list(RANKER_OUTPUTS),
         {
-            **{n: {0: "batch"} for n in RANKER_INPUTS[:-1]},
+            **{n: {0: "batch"} for n in RANKER_INPUTS[:-2]},
+            "history": {0: "batch", 1: "history"},
             "candidates": {0: "batch", 1: "candidates"},
             **{n: {0: "batch", 1: "candidates"} for n in RANKER_OUTPUTS},
         },
@@ -280,9 +322,7 @@ def export_model_graphs(model: JointModel, out: Path, samples: list[ModelInputs]
     return {"graphs": parity, "item_vectors": item_vectors}
 
 
-def _history_axis_error(
-    session: Any, sample: ModelInputs, pads: dict[str, int], keep: int = 5
-) -> float:
+def _history_axis_error(session: Any, sample: ModelInputs, pads: dict[str, int], keep: int = 5) -> float:
     """Max difference between the tower's outputs for the last `keep` history items alone and the
     same items left-padded to the full length: serving pads only to a batch's longest history."""
     short, padded = sample.as_numpy(), sample.as_numpy()

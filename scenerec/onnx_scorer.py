@@ -57,9 +57,17 @@ class OnnxScorer:
 
     def score(self, cases: EvalCases) -> np.ndarray:
         inputs = inputs_from_cases(cases, self.max_history, self.n_items, self.n_scenes, self.hour_buckets)
-        (query,) = self.sessions["user_tower"].run(["query"], inputs.as_numpy())
+        feed = inputs.as_numpy()
+        query, weight = self.sessions["user_tower"].run(["query", "item_item_weight"], feed)
         nothing = np.full((len(cases), 1), self.n_items, dtype=np.int64)  # the pad column: excludes nothing
         (scores,) = self.sessions["retrieval"].run(
-            ["scores"], {"query": query, "exclude": nothing, "k": np.array([1], dtype=np.int64)}
+            ["scores"],
+            {
+                "query": query,
+                "item_item_weight": weight,
+                "history": feed["hist_items"],
+                "exclude": nothing,
+                "k": np.array([1], dtype=np.int64),
+            },
         )
         return scores

@@ -53,6 +53,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no_scene": {"use_scene": False},
     "no_sequence": {"use_sequence": False},
     "lambda_zero": {"learn_lambda": False, "lambda_init": 0.0},
+    "no_item_item": {"use_item_item": False},
 }
 
 
@@ -106,6 +107,7 @@ def train(
         model_metrics = _evaluate_shipped(staging, dataset, test_cases, slices, config)
         model_metrics["tasks"] = _conversion_auc(main.model, dataset, split.test, test_cases, config)
         model_metrics["lambda"] = {**_learned_lambda(main.model, dataset), "valid_scale": main.lambda_scale}
+        model_metrics["item_item"] = {**main.item_item, "scene": _item_item_weights(main.model, dataset)}
         model_metrics["training"] = {
             "best_epoch": main.best_epoch,
             "epochs": main.epochs,
@@ -214,6 +216,7 @@ def _manifest(
             "dim": mc.dim,
             "scene_dim": mc.scene_dim,
             "transition_dim": mc.transition_dim,
+            "item_item_neighbors": int(main.model.item_item.columns.shape[1]),
             "query": main.model.query_dim,
             "text": int(encoder_info["outputs"][0]["shape"][-1]),
         },
@@ -314,6 +317,14 @@ def _learned_lambda(model: JointModel, dataset: Dataset) -> dict[str, Any]:
         "scene": {str(name): float(scene[k]) for k, name in enumerate(dataset.vocab.scenes)},
         "popularity_bucket": [float(w) for w in torch.exp(model.lambda_popularity.detach())],
     }
+
+
+def _item_item_weights(model: JointModel, dataset: Dataset) -> dict[str, float]:
+    """w_ii per scene as shipped (after the valid calibration); all 0 when the part is off."""
+    if not model.item_item.active:
+        return {str(name): 0.0 for name in dataset.vocab.scenes}
+    weight = torch.exp(model.item_item_scene.detach())
+    return {str(name): float(weight[k]) for k, name in enumerate(dataset.vocab.scenes)}
 
 
 def evaluate_model_dir(data_dir: Path, model_dir: Path, out: Path | None = None) -> dict[str, Any]:

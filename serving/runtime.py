@@ -26,7 +26,7 @@ from scenerec.onnx_runtime import ProviderReport, create_session
 log = logging.getLogger(__name__)
 
 SERVING_GRAPHS = ("user_tower", "retrieval", "ranker")
-PART_NAMES = ("collaborative", "text", "scene")
+PART_NAMES = ("collaborative", "text", "scene", "item_item")
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Query:
 class Ranked:
     items: np.ndarray  # [k] item indices, best first
     scores: np.ndarray  # [k]
-    parts: np.ndarray  # [k, 3] collaborative, text, scene
+    parts: np.ndarray  # [k, 4] collaborative, text, scene, item-item
     p_conversion: np.ndarray  # [k]
 
 
@@ -143,12 +143,12 @@ class Runtime:
             "weekday": self._weekday(seconds.astype(np.int64)),
         }
         clock = time.perf_counter()
-        query, cf, text, scene, context = self.sessions["user_tower"].run(
-            ["query", "query_cf", "query_text", "query_scene", "context"], inputs
+        query, cf, text, scene, context, weight = self.sessions["user_tower"].run(
+            ["query", "query_cf", "query_text", "query_scene", "context", "item_item_weight"], inputs
         )
         self.timings["user_tower"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        candidates, valid = self._candidates(queries, query)
+        candidates, valid = self._candidates(queries, query, weight, hist)
         self.timings["retrieval"] = time.perf_counter() - clock
         clock = time.perf_counter()
         score, parts, p_conv = self.sessions["ranker"].run(
@@ -158,6 +158,8 @@ class Runtime:
                 "query_text": text,
                 "query_scene": scene,
                 "context": context,
+                "item_item_weight": weight,
+                "history": hist,
                 "candidates": candidates,
             },
         )
@@ -172,7 +174,9 @@ class Runtime:
             )
         return out
 
-    def _candidates(self, queries: list[Query], query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _candidates(
+        self, queries: list[Query], query: np.ndarray, weight: np.ndarray, history: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """[B, C] candidate indices and which are real: given candidates, or retrieval's top items.
 
         Padding uses index 0 with valid=False (the ranker's tables have no pad row); excluded items
@@ -198,6 +202,12 @@ class Runtime:
             exclude[row, : len(q.exclude)] = q.exclude
         top, top_scores = self.sessions["retrieval"].run(
             ["top_items", "top_scores"],
-            {"query": query, "exclude": exclude, "k": np.array([depth], dtype=np.int64)},
+            {
+                "query": query,
+                "item_item_weight": weight,
+                "history": history,
+                "exclude": exclude,
+                "k": np.array([depth], dtype=np.int64),
+            },
         )
         return top, np.isfinite(top_scores)

@@ -107,7 +107,9 @@ def test_retrieval_graph_excludes_and_ranks_like_a_dot_product(trained: Path) ->
     session = ort.InferenceSession(str(trained / "retrieval.onnx"), providers=["CPUExecutionProvider"])
     query = np.random.default_rng(0).normal(size=(2, items.shape[1])).astype(np.float32)
     exclude = np.array([[3, 300], [5, 7]], dtype=np.int64)  # 300 = the pad: excludes nothing
-    scores, top, _ = session.run(None, {"query": query, "exclude": exclude, "k": np.array([5])})
+    nothing = np.full((2, 1), 300, dtype=np.int64)  # an empty history: the item-item part adds nothing
+    feed = {"query": query, "item_item_weight": np.ones(2, np.float32), "history": nothing}
+    scores, top, _ = session.run(None, {**feed, "exclude": exclude, "k": np.array([5])})
     expected = query @ items.T
     expected[0, 3] = expected[1, 5] = expected[1, 7] = -np.inf
     assert np.allclose(scores, expected, atol=1e-4)

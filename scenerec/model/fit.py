@@ -18,6 +18,8 @@ from scenerec.data.dataset import ITEM_IDX, Dataset
 from scenerec.data.split import EvalCases
 from scenerec.distributed import from_rank_zero, rank_and_world
 from scenerec.evaluate import evaluate
+from scenerec.model.calibrate import calibrate_item_item, calibrate_lambda
+from scenerec.model.item_item import Neighbours, choose_l2, ease_neighbours, initial_weight, rows_with_valid
 from scenerec.model.joint import JointModel
 from scenerec.model.losses import alignment_infonce, full_softmax, history_pairs, sampled_softmax
 from scenerec.model.scorer import TorchScorer
@@ -36,6 +38,7 @@ class FitResult:
     samples_per_second: float = 0.0
     device: str = "cpu"
     lambda_scale: dict[str, float] = field(default_factory=dict)  # per scene, chosen on valid
+    item_item: dict[str, Any] = field(default_factory=dict)  # B's L2, K, initial weight, valid factors
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -64,7 +67,11 @@ def item_statistics(
 
 
 def build_model(
-    dataset: Dataset, rows: pd.DataFrame, config: Config, text: torch.Tensor | None
+    dataset: Dataset,
+    rows: pd.DataFrame,
+    config: Config,
+    text: torch.Tensor | None,
+    neighbours: Neighbours | None = None,
 ) -> JointModel:
     """A fresh model for this catalogue, with item statistics from the training rows."""
     bucket, cold, _ = item_statistics(rows, dataset.vocab.n_items, config.model.popularity_buckets)
@@ -76,6 +83,33 @@ def build_model(
         text,
         bucket,
         cold,
+        neighbours,
+    )
+
+
+def item_item_neighbours(
+    dataset: Dataset, train_rows: pd.DataFrame, valid_cases: EvalCases, config: Config
+) -> Neighbours | None:
+    """EASE's sparse B for the model's item-item part (L2 chosen on valid), or None when it is off."""
+    mc, n_items = config.model, dataset.vocab.n_items
+    if not mc.use_item_item:
+        return None
+    if n_items > mc.item_item_max_items:
+        log.warning(
+            "item-item part off: %d items exceed model.item_item_max_items=%d (B needs a dense inverse)",
+            n_items,
+            mc.item_item_max_items,
+        )
+        return None
+    return choose_l2(
+        train_rows,
+        valid_cases,
+        n_items,
+        mc.item_item_l2s,
+        mc.item_item_neighbors,
+        mc.max_history,
+        config.eval,
+        dataset.item_categories(),
     )
 
 
@@ -119,16 +153,27 @@ def _fit(
     conversions = dataset.conversions(config.data)[train_rows.index.to_numpy()]
     windows = build_windows(train_rows, conversions, mc.max_history, n_items, n_scenes, mc.hour_buckets)
     rank, world = rank_and_world()
-    batch_size = tc.batch_size
+    batch_size = max(1, min(tc.batch_size, -(-len(windows) // max(tc.min_steps_per_epoch, 1))))
     if world > 1:  # equal shards (every rank takes as many steps) and the same global batch size
         per_rank = len(windows) // world
         shard = np.random.default_rng(tc.seed).permutation(len(windows))[
             rank * per_rank : (rank + 1) * per_rank
         ]
         windows = windows.select(np.sort(shard))
-        batch_size = max(1, tc.batch_size // world)
+        batch_size = max(1, batch_size // world)
     use_conversion = 0.0 < conversions.mean() < 1.0 and tc.conversion_weight > 0
-    model = build_model(dataset, train_rows, config, text).to(device)
+    neighbours = item_item_neighbours(dataset, train_rows, valid_cases, config)
+    model = build_model(dataset, train_rows, config, text, neighbours).to(device)
+    result_item_item: dict[str, Any] = {}
+    if neighbours is not None:
+        w0 = initial_weight(neighbours, valid_cases, mc.max_history)
+        with torch.no_grad():
+            model.item_item_scene.fill_(float(np.log(w0)))
+        result_item_item = {
+            "l2": neighbours.l2,
+            "neighbors": int(neighbours.columns.shape[1]),
+            "initial_weight": w0,
+        }
     _, _, counts = item_statistics(train_rows, n_items, mc.popularity_buckets)
     popularity = torch.as_tensor(counts / max(counts.sum(), 1), dtype=torch.float32, device=device)
     sampled = tc.loss == "sampled" or (tc.loss == "auto" and n_items > tc.full_softmax_max_items)
@@ -139,9 +184,13 @@ def _fit(
     step: torch.nn.Module = loss_module
     if world > 1:
         step = torch.nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
-    result = FitResult(model=model, best_epoch=-1, best_valid={}, device=str(device))
+    result = FitResult(
+        model=model, best_epoch=-1, best_valid={}, device=str(device), item_item=result_item_item
+    )
     best_state: dict[str, Any] | None = None
     started, targets_seen, stale = time.perf_counter(), 0, 0
+    curve: list[float] = []
+    best_smoothed = -1.0
     metric = config.eval.selection_metric
     for epoch in range(tc.epochs):
         model.train()
@@ -178,13 +227,16 @@ def _fit(
         log.info(
             "%s epoch %d loss %.4f valid %s %.4f", desc, epoch + 1, np.mean(losses), metric, valid[metric]
         )
-        if from_rank_zero(valid[metric]) > result.best_valid.get(metric, -1.0):  # ranks decide alike
-            result.best_epoch, result.best_valid, stale = epoch + 1, valid, 0
+        value = from_rank_zero(valid[metric])  # every rank decides alike
+        if value > result.best_valid.get(metric, -1.0):
+            result.best_epoch, result.best_valid = epoch + 1, valid
             best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= tc.patience:
-                break
+        curve.append(value)
+        smoothed = float(np.mean(curve[-max(tc.smoothing, 1) :]))
+        stale = 0 if smoothed > best_smoothed else stale + 1
+        best_smoothed = max(best_smoothed, smoothed)
+        if stale >= tc.patience and epoch + 1 >= tc.min_epochs:
+            break
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()
@@ -192,86 +244,21 @@ def _fit(
         result.lambda_scale, result.best_valid = calibrate_lambda(
             model, dataset, valid_cases, config, result.best_valid, desc
         )
+    if neighbours is not None:
+        if tc.item_item_scales:
+            result.item_item["valid_scale"], result.best_valid = calibrate_item_item(
+                model, dataset, valid_cases, config, result.best_valid, desc
+            )
+        # everything is chosen: B is refitted on train + valid, as the baselines are before the test
+        model.item_item.load(
+            ease_neighbours(
+                rows_with_valid(train_rows, valid_cases), n_items, neighbours.l2, mc.item_item_neighbors
+            )
+        )
     result.seconds = time.perf_counter() - started
     train_total = sum(e["train_seconds"] for e in result.epochs)
     result.samples_per_second = targets_seen / max(train_total, 1e-9)
     return result
-
-
-def calibrate_lambda(
-    model: JointModel,
-    dataset: Dataset,
-    valid_cases: EvalCases,
-    config: Config,
-    best_valid: dict[str, float],
-    desc: str = "training",
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Scale each scene's text weight lambda_s by the factor of `train.lambda_scales` that ranks that
-    scene's valid cases best; returns the factors and the valid metrics after scaling.
-
-    Training learns lambda by likelihood over the whole catalogue, while the product is judged on its
-    top 10: a scene whose next item is mostly decided by one strong signal (a sequel on a detail
-    page) can want less text than likelihood gives it. lambda_s only moves the scores of requests in
-    scene s, so each scene's factor is chosen on its own slice, like the baselines' grids on valid.
-    Factor 1 (the learned lambda) is always a candidate and wins ties; scenes with fewer than
-    `train.lambda_calibration_min_cases` valid cases keep their learned lambda.
-    """
-    metric, vocab = config.eval.selection_metric, dataset.vocab
-    enough = config.train.lambda_calibration_min_cases
-    slices = {
-        name: mask
-        for k, name in enumerate(vocab.scenes)
-        if (mask := valid_cases.scene == k).sum() >= max(enough, 1)
-    }
-    if not slices:
-        return {}, best_valid
-    learned = model.lambda_scene.detach().clone()
-    scales = sorted(set(config.train.lambda_scales) | {1.0}, key=lambda c: (c != 1.0, c))
-    per_scale: dict[float, dict[str, Any]] = {}
-    for scale in scales:
-        _set_lambda_scale(model, learned, scale)
-        per_scale[scale] = evaluate(
-            TorchScorer(model, len(vocab.devices)),
-            valid_cases,
-            vocab.n_items,
-            config.eval,
-            dataset.item_categories(),
-            slices,
-            desc=f"{desc} lambda x{scale:g}",
-        )
-    chosen: dict[str, float] = {}
-    factors = torch.ones_like(learned)
-    for k, name in enumerate(vocab.scenes):
-        if name not in slices:
-            continue
-        best = max(scales, key=lambda c: per_scale[c]["slices"][name][metric] + (1e-12 if c == 1.0 else 0.0))
-        chosen[str(name)], factors[k] = best, best
-    _set_lambda_scale(model, learned, factors)
-    if all(c == 1.0 for c in chosen.values()):
-        return chosen, best_valid
-    log.info("%s: lambda scaled per scene on valid: %s", desc, chosen)
-    valid = evaluate(
-        TorchScorer(model, len(vocab.devices)),
-        valid_cases,
-        vocab.n_items,
-        config.eval,
-        dataset.item_categories(),
-        desc=f"{desc} valid (calibrated)",
-    )["metrics"]
-    return chosen, valid
-
-
-def _set_lambda_scale(model: JointModel, learned: torch.Tensor, scale: float | torch.Tensor) -> None:
-    """lambda = softplus(learned) * scale per scene; a factor of 1 restores the learned value exactly."""
-    factors = torch.as_tensor(scale, dtype=learned.dtype).expand_as(learned)
-    scaled = _inverse_softplus(torch.nn.functional.softplus(learned) * factors)
-    with torch.no_grad():
-        model.lambda_scene.copy_(torch.where(factors == 1.0, learned, scaled))
-
-
-def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
-    """softplus^-1, with 0 mapped to a value whose softplus is ~1e-13 (text off for that scene)."""
-    return torch.where(y > 1e-12, y + torch.log(-torch.expm1(-y.clamp(min=1e-12))), torch.full_like(y, -30.0))
 
 
 def _length_bucketed_batches(windows: Windows, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -343,12 +330,35 @@ class _Loss(torch.nn.Module):
         # exist yet when the model learns, so it must not be pushed down as a negative either.
         absent = model.items.cold
         seen = history_pairs(t["hist_items"], mask, model.n_items) if tc.mask_history else None
+        weight = query.item_item[mask][:, None]  # [M, 1]
+        active = model.item_item.active
         if self.sampled:
+
+            def item_item(candidates: torch.Tensor) -> torch.Tensor:
+                """[M, C] item-item part of each target row's score of the sampled candidates."""
+                columns = torch.full((model.n_items + 1,), len(candidates), device=candidates.device)
+                columns[candidates] = torch.arange(len(candidates), device=candidates.device)
+                with torch.no_grad():
+                    scores = model.item_item.scores(t["hist_items"], per_request=False, columns=columns)
+                return weight * scores[mask][:, columns[candidates]]
+
             loss = sampled_softmax(
-                q, item_vectors, targets, tc.negatives, self.popularity, absent=absent, seen=seen
+                q,
+                item_vectors,
+                targets,
+                tc.negatives,
+                self.popularity,
+                absent=absent,
+                seen=seen,
+                offset=item_item if active else None,
             )
         else:
-            loss = full_softmax(q, item_vectors, targets, absent=absent, seen=seen)
+            offset = None
+            if active:
+                with torch.no_grad():
+                    scores = model.item_item.scores(t["hist_items"], per_request=False)[mask]
+                offset = weight * scores
+            loss = full_softmax(q, item_vectors, targets, absent=absent, seen=seen, offset=offset)
         if mc.use_text and tc.align_weight > 0:
             unique = targets.unique()
             learned = model.items.id_embedding.weight[unique]

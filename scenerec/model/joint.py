@@ -10,6 +10,10 @@ Every part is a dot product between a query-side and an item-side vector, so
     M_text  = <W_t [u_seq; text profile], w_pop(i) t_i>  t_i: adapted frozen text embedding
     lambda  = softplus(theta_scene)                       learned per scene; w_pop per popularity bucket
     scene   = <W_s ctx, z_i> + b_i                        scene-specific item affinity and item bias
+    item_item = w_ii(s) * sum_{j in history} B[j, i]     EASE's closed-form B (sparse), see item_item.py
+
+The item-item part is the one that is not a dot product: retrieval adds it as a gather of the
+history's B rows and a scatter-add, still one pass over the catalogue.
 
 The conversion head (ESMM's CVR tower) scores p(conversion | interaction) from the same parts.
 """
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scenerec.config import ModelConfig
+from scenerec.model.item_item import ItemItem, Neighbours, no_neighbours
 from scenerec.model.towers import ContextTower, ItemTower, SequenceEncoder, causal_mean, masked_mean
 
 
@@ -50,6 +55,7 @@ class QuerySide(NamedTuple):
     scene: torch.Tensor  # [..., Ds]
     context: torch.Tensor  # [..., Ds] context vector (for the conversion head)
     lam: torch.Tensor  # [...] lambda(scene)
+    item_item: torch.Tensor  # [...] w_ii(scene), the weight of the item-item part
 
     def vectors(self) -> torch.Tensor:
         """[..., Q] query retrieval vectors (the trailing 1 multiplies the item bias)."""
@@ -67,6 +73,7 @@ class JointModel(nn.Module):
         text: torch.Tensor | None,
         popularity_bucket: torch.Tensor,
         cold: torch.Tensor,
+        neighbours: Neighbours | None = None,
     ) -> None:
         super().__init__()
         self.config, self.n_items, self.n_scenes = config, n_items, n_scenes
@@ -83,6 +90,10 @@ class JointModel(nn.Module):
         self.lambda_popularity = nn.Parameter(
             torch.zeros(config.popularity_buckets), requires_grad=config.learn_lambda
         )
+        use_ii = config.use_item_item and neighbours is not None
+        self.item_item = ItemItem(neighbours if use_ii and neighbours is not None else no_neighbours(n_items))
+        # log w_ii per scene (set from the valid split before training, see fit.init_item_item_weight)
+        self.item_item_scene = nn.Parameter(torch.zeros(n_scenes + 1), requires_grad=use_ii)
         self.query_dim = 2 * d + config.transition_dim + ds + 1  # Q
         # reads cf (D + Dt), text (D) and context (Ds): the query's width without the bias slot
         self.conversion = nn.Sequential(nn.Linear(self.query_dim - 1, d), nn.GELU(), nn.Linear(d, 1))
@@ -152,15 +163,29 @@ class JointModel(nn.Module):
         text_query = self.text_query(torch.cat([state, profile], dim=-1)) * lam[..., None]
         if not self.config.use_text:
             text_query = torch.zeros_like(text_query)
-        return QuerySide(cf=cf, text=text_query, scene=scene_query, context=ctx, lam=lam)
+        item_item = torch.exp(self.item_item_scene[scene])
+        if not self.item_item.active:
+            item_item = torch.zeros_like(item_item)
+        return QuerySide(cf=cf, text=text_query, scene=scene_query, context=ctx, lam=lam, item_item=item_item)
 
     # ---- scoring ---------------------------------------------------------------------------
-    def score_parts(self, query: QuerySide, items: ItemSide, candidates: torch.Tensor) -> torch.Tensor:
-        """[B, C, 3] collaborative, text and scene parts of the score of each candidate ([B, C] indices)."""
+    def retrieval_scores(
+        self, query: QuerySide, item_vectors: torch.Tensor, hist_items: torch.Tensor
+    ) -> torch.Tensor:
+        """[B, N] the full score of every item for a request: one dot product plus the item-item part."""
+        scores = query.vectors() @ item_vectors.T
+        return scores + query.item_item[:, None] * self.item_item.scores(hist_items, per_request=True)
+
+    def score_parts(
+        self, query: QuerySide, items: ItemSide, candidates: torch.Tensor, hist_items: torch.Tensor
+    ) -> torch.Tensor:
+        """[B, C, 4] collaborative, text, scene and item-item parts of each candidate's score
+        ([B, C] indices; `hist_items` [B, L] the request's history, pad N)."""
         cf = torch.einsum("bd,bcd->bc", query.cf, items.collaborative()[candidates])
         text = torch.einsum("bd,bcd->bc", query.text, items.text[candidates])
         scene = torch.einsum("bd,bcd->bc", query.scene, items.scene[candidates]) + items.bias[candidates]
-        return torch.stack([cf, text, scene], dim=-1)
+        item_item = self.item_item.scores(hist_items, per_request=True).gather(1, candidates)
+        return torch.stack([cf, text, scene, query.item_item[:, None] * item_item], dim=-1)
 
     def conversion_logit(self, query: QuerySide, items: ItemSide, candidates: torch.Tensor) -> torch.Tensor:
         """Logit of p(conversion | interaction); `candidates` has the query's leading shape + C."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -41,14 +42,18 @@ def full_softmax(
     targets: torch.Tensor,
     absent: torch.Tensor | None = None,
     seen: SeenPairs | None = None,
+    offset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy over the whole catalogue: [M, Q] queries, [N, Q] items, [M] targets.
 
     The strongest SASRec objective on catalogues that fit (Klenitskiy & Vasilev, RecSys 2023).
     `absent` [N] marks items left out of the softmax (never seen in training); `seen` the items left
-    out of one row's softmax (its history). A row's own target is never masked.
+    out of one row's softmax (its history). A row's own target is never masked. `offset` [M, N] is
+    added to the logits (a score part that is not a dot product: the item-item part).
     """
     logits = query @ items.T
+    if offset is not None:
+        logits = logits + offset
     if absent is not None:
         logits = logits.masked_fill(absent[None, :], float("-inf"))
     if seen is not None:
@@ -66,19 +71,29 @@ def sampled_softmax(
     generator: torch.Generator | None = None,
     absent: torch.Tensor | None = None,
     seen: SeenPairs | None = None,
+    offset: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Cross-entropy over the target, shared uniform negatives and the batch's other targets.
 
     Every candidate's logit is corrected by log of its expected count in the candidate set (Yi et al.,
     RecSys 2019): uniform negatives contribute K/N, in-batch targets M * p(item). Accidental hits
     (a candidate equal to the row's target) and the row's history items (`seen`) are masked.
+    `offset(candidates [C])` gives [M, C] terms added to the logits (the item-item part).
     """
     n = items.shape[0]
     uniform = torch.randint(0, n, (negatives,), generator=generator, device=query.device)
-    candidates = torch.cat([uniform, targets.unique()])
+    unique_targets = targets.unique()
+    candidates = torch.cat([uniform, unique_targets])
     expected = negatives / n + len(targets) * popularity
     log_q = torch.log(expected.clamp(min=1e-12))
     cand_logits = query @ items[candidates].T - log_q[candidates][None, :]
+    pos_offset: torch.Tensor | float = 0.0
+    if offset is not None:
+        extra = offset(candidates)
+        cand_logits = cand_logits + extra
+        # each row's target is among the in-batch candidates: its column is negatives + rank in unique
+        column = negatives + torch.searchsorted(unique_targets, targets)
+        pos_offset = extra.gather(1, column[:, None])[:, 0]
     hits = candidates[None, :] == targets[:, None]
     if absent is not None:
         hits = hits | absent[candidates][None, :]
@@ -88,7 +103,7 @@ def sampled_softmax(
         keys = torch.arange(len(targets), device=query.device)[:, None] * stride + candidates[None, :]
         hits = hits | torch.isin(keys, seen_keys)
     cand_logits = cand_logits.masked_fill(hits, float("-inf"))
-    pos_logit = (query * items[targets]).sum(-1) - log_q[targets]
+    pos_logit = (query * items[targets]).sum(-1) - log_q[targets] + pos_offset
     logits = torch.cat([pos_logit[:, None], cand_logits], dim=1)
     return F.cross_entropy(logits, torch.zeros_like(targets))
 

@@ -27,5 +27,6 @@ class TorchScorer:
             cases, config.max_history, self.model.n_items, self.model.n_scenes, config.hour_buckets
         )
         with torch.inference_mode():
-            query = self.model.query_side(**inputs.as_tensors(self.device), items=self.items)
-            return (query.vectors() @ self.item_vectors.T).cpu().numpy()
+            tensors = inputs.as_tensors(self.device)
+            query = self.model.query_side(**tensors, items=self.items)
+            return self.model.retrieval_scores(query, self.item_vectors, tensors["hist_items"]).cpu().numpy()

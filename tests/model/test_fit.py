@@ -12,7 +12,8 @@ import torch
 from scenerec.config import Config, EvalConfig, ModelConfig, TrainConfig
 from scenerec.data.dataset import Dataset
 from scenerec.data.split import leave_last_out
-from scenerec.model.fit import calibrate_lambda, fit, item_statistics, resolve_device
+from scenerec.model.calibrate import calibrate_lambda
+from scenerec.model.fit import fit, item_statistics, resolve_device
 from scenerec.model.sequences import build_windows
 
 SMALL = Config(

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from scenerec.config import ModelConfig
+from scenerec.model.item_item import ItemItem, Neighbours
 from scenerec.model.joint import JointModel
 from scenerec.model.losses import alignment_infonce, full_softmax, sampled_softmax
 
@@ -22,11 +23,22 @@ def build(config: ModelConfig = CONFIG, seed: int = 0, cold: list[int] | None = 
     bucket = torch.arange(N) % 2
     cold_mask = torch.zeros(N, dtype=torch.bool)
     cold_mask[cold or []] = True
-    model = JointModel(config, N, S, DEVICES, text, bucket, cold_mask)
+    model = JointModel(config, N, S, DEVICES, text, bucket, cold_mask, random_neighbours(seed))
     with torch.no_grad():  # move every zero-initialised table off zero so each part matters
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return model.eval()
+
+
+def random_neighbours(seed: int, k: int = 3) -> Neighbours:
+    """A sparse B of random weights over distinct other items (row N is the pad)."""
+    g = torch.Generator().manual_seed(seed)
+    columns = torch.stack([(j + 1 + torch.randperm(N - 1, generator=g)[:k]) % N for j in range(N)])
+    return Neighbours(
+        columns=torch.cat([columns, torch.full((1, k), N)]).numpy(),
+        weights=torch.cat([torch.rand(N, k, generator=g), torch.zeros(1, k)]).numpy(),
+        l2=1.0,
+    )
 
 
 def request(seed: int = 1) -> dict[str, torch.Tensor]:
@@ -70,10 +82,40 @@ def test_score_splits_exactly_into_its_parts() -> None:
     items = model.item_side()
     query = model.query_side(**request())
     candidates = torch.randint(0, N, (B, 5))
-    parts = model.score_parts(query, items, candidates)
-    full = torch.einsum("bq,bcq->bc", query.vectors(), items.vectors()[candidates])
+    parts = model.score_parts(query, items, candidates, request()["hist_items"])
+    full = model.retrieval_scores(query, items.vectors(), request()["hist_items"]).gather(1, candidates)
     assert torch.allclose(parts.sum(-1), full, atol=1e-5)
-    assert (parts.abs() > 1e-6).all(dim=(0, 1)).tolist() == [True, True, True]  # every part contributes
+    assert (parts[..., :3].abs() > 1e-6).all(dim=(0, 1)).tolist() == [True, True, True]
+    assert (parts[..., 3].abs() > 1e-6).any()  # the item-item part contributes (0 only off B's support)
+
+
+def test_item_item_part_sums_the_history_rows_of_b() -> None:
+    """score_ii(i) = sum over history j of B[j, i], per request and after each position (brute force)."""
+    neighbours = random_neighbours(0)
+    dense = torch.zeros(N + 1, N + 1)
+    for j in range(N + 1):
+        for col, w in zip(neighbours.columns[j], neighbours.weights[j], strict=True):
+            dense[j, col] += float(w)
+    table = ItemItem(neighbours)
+    hist = request()["hist_items"]
+    per_request = table.scores(hist, per_request=True)
+    assert torch.allclose(per_request, dense[hist].sum(1)[:, :N], atol=1e-6)
+    per_position = table.scores(hist, per_request=False)
+    assert torch.allclose(per_position, dense[hist].cumsum(1)[..., :N], atol=1e-6)
+    keep = torch.tensor([5, 0, 7])  # a candidate subset as sampled softmax asks for it
+    columns = torch.full((N + 1,), len(keep))
+    columns[keep] = torch.arange(len(keep))
+    subset = table.scores(hist, per_request=False, columns=columns)
+    assert torch.allclose(subset[..., : len(keep)], per_position[..., keep], atol=1e-6)
+
+
+def test_no_item_item_switch_zeroes_the_part() -> None:
+    model = build(dataclasses.replace(CONFIG, use_item_item=False))
+    r = request()
+    parts = model.score_parts(
+        model.query_side(**r), model.item_side(), torch.randint(0, N, (B, 5)), r["hist_items"]
+    )
+    assert torch.equal(parts[..., 3], torch.zeros_like(parts[..., 3]))
 
 
 def test_same_seed_same_model_other_seed_other_model() -> None:
@@ -167,7 +209,10 @@ def test_transition_reads_only_the_latest_item() -> None:
 )
 def test_ablation_switches_remove_the_text_part(switch: dict, zero_part: int) -> None:
     model = build(dataclasses.replace(CONFIG, **switch))
-    parts = model.score_parts(model.query_side(**request()), model.item_side(), torch.randint(0, N, (B, 5)))
+    r = request()
+    parts = model.score_parts(
+        model.query_side(**r), model.item_side(), torch.randint(0, N, (B, 5)), r["hist_items"]
+    )
     assert torch.allclose(parts[..., zero_part], torch.zeros(()), atol=1e-7)
 
 

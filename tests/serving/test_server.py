@@ -61,7 +61,7 @@ def test_explanations_split_each_score_exactly(server: Server, served_model: tup
     ]
     for item in answer["items"]:
         parts = item["parts"]
-        assert set(parts) == {"collaborative", "text", "scene"}
+        assert set(parts) == {"collaborative", "text", "scene", "item_item"}
         assert sum(parts.values()) == pytest.approx(item["score"], abs=1e-4)
         assert 0.0 <= item["p_conversion"] <= 1.0
 

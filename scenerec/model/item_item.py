@@ -1,0 +1,213 @@
+"""The item-item view of the history: EASE's closed-form B, kept sparse, as a score part of the model.
+
+score_ii(u, i) = sum over the user's recent history items j of B[j, i]
+
+The sequence encoder reads the history in order; where the log has little order (coarse
+timestamps, many ties) or little data, an item-item regression over the history *set* is the
+strongest simple recommender there is (EASE^R, Steck 2019), and a learned model rarely reaches it on
+its own. So the model carries it as a fourth score part with a learned weight per scene: where order
+pays, the weight shrinks; where it does not, the item-item view carries the ranking.
+
+B is fitted once, in closed form, on the training rows (its L2 weight chosen on the valid split like
+the EASE baseline's), and kept as the K largest-magnitude weights of each row: a history item j
+contributes to at most K items, so retrieval stays one pass over the catalogue (a gather of the
+history's rows and a scatter-add) and the tables grow with N x K, not N^2. At K >= N - 1 it is
+the exact dense B. Rows of items never seen in training are zero. Row N (the history pad) is zero.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from scenerec.baselines.ease import Ease
+from scenerec.config import EvalConfig
+from scenerec.data.dataset import ITEM_IDX, USER_IDX
+from scenerec.data.split import EvalCases
+from scenerec.evaluate import evaluate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Sparse B: row j keeps K (column, weight) pairs; row N is the pad (weight 0, column N)."""
+
+    columns: np.ndarray  # [N + 1, K] int64
+    weights: np.ndarray  # [N + 1, K] float32
+    l2: float
+
+    @property
+    def n_items(self) -> int:
+        return len(self.columns) - 1
+
+    def matrix(self) -> sp.csr_matrix:
+        """[N, N] the sparse B (without the pad row and column)."""
+        n, k = self.n_items, self.columns.shape[1]
+        rows = np.repeat(np.arange(n), k)
+        keep = self.columns[:n].ravel() < n
+        return sp.csr_matrix(
+            (self.weights[:n].ravel()[keep], (rows[keep], self.columns[:n].ravel()[keep])), shape=(n, n)
+        )
+
+
+def ease_neighbours(rows: pd.DataFrame, n_items: int, l2: float, k: int) -> Neighbours:
+    """EASE^R's B fitted on `rows`, sparsified to the `k` largest |B[j, i]| of each row j."""
+    dense = Ease(n_items, 1).fit(rows, l2=l2).weights  # [N, N], zero diagonal
+    return _sparsify(dense, k, l2)
+
+
+def no_neighbours(n_items: int) -> Neighbours:
+    """The item-item part switched off: one zero-weight pad neighbour per row."""
+    return Neighbours(
+        columns=np.full((n_items + 1, 1), n_items, np.int64),
+        weights=np.zeros((n_items + 1, 1), np.float32),
+        l2=0.0,
+    )
+
+
+def _sparsify(dense: np.ndarray, k: int, l2: float) -> Neighbours:
+    n = len(dense)
+    k = max(1, min(k, n - 1)) if n > 1 else 1
+    if k >= n - 1:
+        top = np.argsort(-np.abs(dense), axis=1, kind="stable")[:, :k]
+    else:
+        top = np.argpartition(-np.abs(dense), k, axis=1)[:, :k]
+    weights = np.take_along_axis(dense, top, axis=1).astype(np.float32)
+    columns = np.concatenate([top.astype(np.int64), np.full((1, k), n, np.int64)])
+    return Neighbours(columns=columns, weights=np.concatenate([weights, np.zeros((1, k), np.float32)]), l2=l2)
+
+
+def history_matrix(cases: EvalCases, n_items: int, max_history: int) -> sp.csr_matrix:
+    """Binary cases x items matrix of each case's `max_history` most recent items (what the model reads)."""
+    recent = cases.recent_history(max_history, pad=-1)
+    rows, cols = np.nonzero(recent >= 0)
+    matrix = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, recent[rows, cols])), shape=(len(cases), n_items)
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
+
+
+class NeighbourScorer:
+    """`scenerec.evaluate.Scorer` of the item-item part alone (choosing its L2 weight on valid)."""
+
+    def __init__(self, neighbours: Neighbours, max_history: int) -> None:
+        self.b, self.n, self.max_history = neighbours.matrix(), neighbours.n_items, max_history
+
+    def score(self, cases: EvalCases) -> np.ndarray:
+        return np.asarray((history_matrix(cases, self.n, self.max_history) @ self.b).todense())
+
+
+def rows_with_valid(train_rows: pd.DataFrame, valid_cases: EvalCases) -> pd.DataFrame:
+    """Training rows plus each valid case's target as a (user, item) row: what B is refitted on once
+    everything is chosen, as the baselines are refitted on train + valid before the test."""
+    extra = pd.DataFrame({USER_IDX: valid_cases.user, ITEM_IDX: valid_cases.target})
+    return pd.concat([train_rows[[USER_IDX, ITEM_IDX]], extra], ignore_index=True)
+
+
+class ItemItem(nn.Module):
+    """The sparse B as buffers, and the history scores it gives: [B, L, N] after each position
+    (training: the history up to and including that position) or [B, N] for a request."""
+
+    columns: torch.Tensor
+    weights: torch.Tensor
+
+    def __init__(self, neighbours: Neighbours) -> None:
+        super().__init__()
+        self.n_items = neighbours.n_items
+        self.l2 = neighbours.l2
+        self.register_buffer("columns", torch.as_tensor(neighbours.columns), persistent=True)
+        self.register_buffer("weights", torch.as_tensor(neighbours.weights), persistent=True)
+
+    def load(self, neighbours: Neighbours) -> None:
+        """Replace B (e.g. refitted on train + valid); K may change."""
+        if neighbours.n_items != self.n_items:
+            raise ValueError(f"item-item: {neighbours.n_items} items, the model has {self.n_items}")
+        self.columns = torch.as_tensor(neighbours.columns, device=self.columns.device)
+        self.weights = torch.as_tensor(neighbours.weights, device=self.weights.device)
+        self.l2 = neighbours.l2
+
+    @property
+    def active(self) -> bool:
+        return bool(self.weights.abs().sum() > 0)
+
+    def scores(
+        self, hist_items: torch.Tensor, per_request: bool, columns: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Item-item scores from the history `hist_items` [B, L] (pad N).
+
+        `per_request`: the whole history's sum [B, W]; otherwise the running sum after each
+        position [B, L, W]. `columns` [N + 1] maps items to W output columns (a sampled candidate
+        set, with the pad and every item outside it mapped to column W, dropped); default: all N items.
+        """
+        target = self.columns[hist_items]  # [B, L, K]
+        values = self.weights[hist_items]
+        width = self.n_items + 1
+        if columns is not None:
+            target = columns[target]
+            width = int(columns[-1]) + 1  # the pad (row N) maps to the dropped column W
+        b, length, k = target.shape
+        if per_request:
+            out = values.new_zeros(b, width).scatter_add(
+                1, target.reshape(b, length * k), values.reshape(b, -1)
+            )
+            return out[:, :-1]
+        out = values.new_zeros(b, length, width).scatter_add(2, target, values)
+        return out.cumsum(dim=1)[..., :-1]
+
+
+def choose_l2(
+    train_rows: pd.DataFrame,
+    valid_cases: EvalCases,
+    n_items: int,
+    l2s: tuple[float, ...],
+    k: int,
+    max_history: int,
+    eval_config: EvalConfig,
+    item_categories: np.ndarray,
+) -> Neighbours:
+    """The sparse B whose L2 weight ranks the valid cases best on its own (like the EASE baseline)."""
+    metric = eval_config.selection_metric
+    best: tuple[float, Neighbours] | None = None
+    for l2 in l2s:
+        neighbours = ease_neighbours(train_rows, n_items, l2, k)
+        value = evaluate(
+            NeighbourScorer(neighbours, max_history),
+            valid_cases,
+            n_items,
+            eval_config,
+            item_categories,
+            desc=f"item-item l2={l2:g}",
+        )["metrics"][metric]
+        log.info("item-item: l2=%g valid %s %.4f", l2, metric, value)
+        if best is None or value > best[0]:
+            best = (value, neighbours)
+    assert best is not None
+    return best[1]
+
+
+def initial_weight(
+    neighbours: Neighbours, cases: EvalCases, max_history: int, max_cases: int = 2000
+) -> float:
+    """The weight w at which softmax(w * score_ii) alone fits the valid targets best (cross-entropy
+    over the catalogue, history masked): the part's natural temperature, where training starts."""
+    sample = cases.select(0, min(len(cases), max_cases))
+    history = history_matrix(sample, neighbours.n_items, max_history)
+    scores = torch.as_tensor(np.asarray((history @ neighbours.matrix()).todense()), dtype=torch.float64)
+    seen = torch.as_tensor(np.asarray(history.todense()) > 0)
+    target = torch.as_tensor(sample.target)
+    seen[torch.arange(len(target)), target] = False
+    best = (float("inf"), 1.0)
+    for w in np.geomspace(0.25, 2000.0, 40):
+        logits = (w * scores).masked_fill(seen, float("-inf"))
+        loss = float((torch.logsumexp(logits, 1) - logits[torch.arange(len(target)), target]).mean())
+        best = min(best, (loss, float(w)))
+    return best[1]
