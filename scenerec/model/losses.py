@@ -51,14 +51,14 @@ def full_softmax(
     out of one row's softmax (its history). A row's own target is never masked. `offset` [M, N] is
     added to the logits (a score part that is not a dot product: the item-item part).
     """
-    logits = query @ items.T
-    if offset is not None:
-        logits = logits + offset
+    # [M, N] is the largest tensor of a step: built by one (add)mm and masked in place (neither the
+    # matrix product's nor the masks' backward needs it), so it is never copied
+    logits = query @ items.T if offset is None else torch.addmm(offset, query, items.T)
     if absent is not None:
-        logits = logits.masked_fill(absent[None, :], float("-inf"))
+        logits.masked_fill_(absent[None, :], float("-inf"))
     if seen is not None:
         other = seen.items != targets[seen.rows]
-        logits = logits.index_put((seen.rows[other], seen.items[other]), logits.new_tensor(float("-inf")))
+        logits.index_put_((seen.rows[other], seen.items[other]), logits.new_tensor(float("-inf")))
     return F.cross_entropy(logits, targets)
 
 
