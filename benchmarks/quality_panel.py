@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -50,14 +51,21 @@ DEFAULT_WORLD_TARGET, PANEL_TARGET = 1.6, 1.1
 
 
 def coarsen_to_months(src: Path, out: Path) -> None:
-    """Copy a dataset with every timestamp rounded down to the first instant of its month.
+    """Copy a dataset with the order inside each month destroyed: every timestamp is moved to its
+    month's first instant plus a seeded random offset inside that month.
 
-    The rows are shuffled too (seeded), so nothing but the loader's documented tie-break (item id)
-    decides the order within a month. truth.json is left out: its oracles assume the true order.
+    Rounding alone would leave the loader's tie-break (item id) to order a month's events, and a
+    sequence model learns that order ("the next id is larger"): the offsets break ties at random
+    instead. truth.json is left out: its oracles assume the true order.
     """
     interactions = pd.read_parquet(src / "interactions.parquet")
     stamps = interactions[c.TIMESTAMP].dt.tz_convert("UTC").dt.tz_localize(None)
-    interactions[c.TIMESTAMP] = stamps.dt.to_period("M").dt.start_time.dt.tz_localize("UTC")
+    start = stamps.dt.to_period("M").dt.start_time
+    seconds = (start + pd.offsets.MonthBegin(1) - start).dt.total_seconds().to_numpy()
+    offset = np.random.default_rng(0).random(len(interactions)) * seconds
+    interactions[c.TIMESTAMP] = (start + pd.to_timedelta(offset.astype("int64"), unit="s")).dt.tz_localize(
+        "UTC"
+    )
     interactions = interactions.sample(frac=1.0, random_state=0).reset_index(drop=True)
     with atomic_directory(out) as staging:
         write_parquet(interactions, staging / "interactions.parquet")
@@ -140,8 +148,9 @@ def main() -> None:
             "gate": gate.as_dict(),
         }
         print_table(f"quality panel (so far, {len(rows)} of {len(worlds)} worlds)", rows)
-    path = write_results(args.name, {"overrides": args.overrides, "rows": rows, "worlds": details})
-    print(f"wrote {path}")
+        # after every world: a long panel that is stopped keeps what it measured
+        path = write_results(args.name, {"overrides": args.overrides, "rows": rows, "worlds": details})
+        print(f"wrote {path}")
     print(json.dumps({r["world"]: round(r["ratio"], 3) for r in rows}))
 
 

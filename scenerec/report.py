@@ -65,6 +65,21 @@ def write_report(
             for k, v in enumerate(model["lambda"]["popularity_bucket"])
         }
         parts.append(_key_value_table("popularity bucket", buckets))
+    if model.get("item_item", {}).get("scene"):
+        item_item = model["item_item"]
+        parts.append(
+            "<h2>Item-item weight w_ii(scene)</h2><p>How much each scene's ranking leans on the history "
+            "read as a set (EASE's B"
+            + (
+                f", L2 {item_item['l2']:g}, {item_item['neighbors']} neighbours per item"
+                if "l2" in item_item
+                else ""
+            )
+            + ") rather than on the sequence parts; calibrated on valid: "
+            + html.escape(str(item_item.get("valid_scale", {})))
+            + "</p>"
+        )
+        parts.append(_key_value_table("scene", item_item["scene"]))
     if model.get("tasks", {}).get("conversion_auc") is not None:
         parts.append(
             f"<p>Conversion head AUC on the test targets: {model['tasks']['conversion_auc']:.4f} "
@@ -109,8 +124,12 @@ def _key_value_table(title: str, values: Mapping[str, float]) -> str:
 
 
 def _training_curve(epochs: list[dict[str, float]]) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    """The learning curve (train loss, valid metric) and, beside it, the seconds each epoch took."""
+    fig, (ax, timing) = plt.subplots(1, 2, figsize=(10, 3.5), gridspec_kw={"width_ratios": [3, 2]})
     x = [e["epoch"] for e in epochs]
+    timing.bar(x, [e.get("train_seconds", 0.0) for e in epochs], color="tab:gray")
+    timing.set_xlabel("epoch")
+    timing.set_ylabel("training seconds")
     ax.plot(x, [e["loss"] for e in epochs], "o-", color="tab:blue", label="train loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss")
