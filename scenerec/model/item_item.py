@@ -126,6 +126,8 @@ class ItemItem(nn.Module):
         self.l2 = neighbours.l2
         self.register_buffer("columns", torch.as_tensor(neighbours.columns), persistent=True)
         self.register_buffer("weights", torch.as_tensor(neighbours.weights), persistent=True)
+        # whether B has any weight: fixed with B, so not rescanned on every forward pass
+        self.active = bool(np.abs(neighbours.weights).sum() > 0)
 
     def load(self, neighbours: Neighbours) -> None:
         """Replace B (e.g. refitted on train + valid); K may change."""
@@ -134,10 +136,7 @@ class ItemItem(nn.Module):
         self.columns = torch.as_tensor(neighbours.columns, device=self.columns.device)
         self.weights = torch.as_tensor(neighbours.weights, device=self.weights.device)
         self.l2 = neighbours.l2
-
-    @property
-    def active(self) -> bool:
-        return bool(self.weights.abs().sum() > 0)
+        self.active = bool(np.abs(neighbours.weights).sum() > 0)
 
     def scores(
         self, hist_items: torch.Tensor, per_request: bool, columns: torch.Tensor | None = None

@@ -92,7 +92,7 @@ class JointModel(nn.Module):
         )
         use_ii = config.use_item_item and neighbours is not None
         self.item_item = ItemItem(neighbours if use_ii and neighbours is not None else no_neighbours(n_items))
-        # log w_ii per scene (set from the valid split before training, see fit.init_item_item_weight)
+        # log w_ii per scene (set from the valid split before training: item_item.initial_weight)
         self.item_item_scene = nn.Parameter(torch.zeros(n_scenes + 1), requires_grad=use_ii)
         self.query_dim = 2 * d + config.transition_dim + ds + 1  # Q
         # reads cf (D + Dt), text (D) and context (Ds): the query's width without the bias slot
