@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from serving.breaker import BreakerSettings  # light: no KServe, Feast or ONNX imports
+
 
 def _prepare_multiprocess_metrics(argv: list[str]) -> str | None:
     """With several workers, prometheus_client must know its shared directory before it is imported.
@@ -50,8 +52,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--feature_timeout_ms",
         type=float,
         default=50.0,
-        help="online read timeout; past it the answer degrades to defaults (flagged and counted)",
+        help="deadline of one online read, for a whole scoring batch; past it the batch's answers "
+        "degrade to defaults (flagged and counted)",
     )
+    breaker = parser.add_argument_group("feature store circuit breaker (serving/breaker.py)")
+    breaker.add_argument(
+        "--breaker_failures",
+        type=int,
+        default=BreakerSettings.failures,
+        help="failed reads within --breaker_window_s that open the circuit (the store is then skipped)",
+    )
+    breaker.add_argument("--breaker_window_s", type=float, default=BreakerSettings.window_s)
+    breaker.add_argument(
+        "--breaker_backoff_ms",
+        type=float,
+        default=BreakerSettings.backoff_s * 1000,
+        help="wait before the first probe of an open circuit; doubled after each failed probe",
+    )
+    breaker.add_argument("--breaker_max_backoff_ms", type=float, default=BreakerSettings.max_backoff_s * 1000)
     parser.add_argument(
         "--device",
         default="auto",
@@ -76,6 +94,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="larger request bodies get 413")
     return parser.parse_args(argv)
+
+
+def breaker_settings(args: argparse.Namespace) -> BreakerSettings:
+    """The circuit breaker's flags, validated (a bad value exits 2 naming the flag)."""
+    try:
+        return BreakerSettings(
+            failures=args.breaker_failures,
+            window_s=args.breaker_window_s,
+            backoff_s=args.breaker_backoff_ms / 1000,
+            max_backoff_s=args.breaker_max_backoff_ms / 1000,
+        )
+    except ValueError as e:
+        print(f"python -m serving: error: --breaker_*: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,6 +159,7 @@ def serve(args: argparse.Namespace) -> None:
         threads=args.ort_threads,
         batching=args.batching,
         idle_s=args.batching_idle_ms / 1000,
+        breaker=breaker_settings(args),
     )
     model.load()
     server = ModelServer(

@@ -1,6 +1,6 @@
 """What the predictor adds to KServe's FastAPI app: a body size limit, a 400 for model versions and
-for binary BYTES that are not UTF-8, a multiprocess-aware /metrics and its request bodies in the
-OpenAPI document.
+for binary BYTES that are not UTF-8, a multiprocess-aware /metrics, readiness with the feature
+store's state (serving/health.py) and its request bodies in the OpenAPI document.
 
 All are installed on `kserve.model_server.app` before `ModelServer.start()` registers KServe's
 own routes, so our `/metrics` route is matched first; with `--workers N`, again in each worker
@@ -92,7 +92,12 @@ class NoModelVersions:
 
 
 async def _send_error(send: Send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
+    await send_json(send, status, {"error": message})
+
+
+async def send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    """A whole JSON answer from an ASGI middleware."""
+    body = json.dumps(payload).encode()
     await send(
         {
             "type": "http.response.start",
@@ -153,7 +158,10 @@ def _document_bodies(app: FastAPI) -> None:
 def install_http_extras(max_body_bytes: int) -> None:
     from kserve import model_server
 
+    from serving.health import ReadinessDetail
+
     app = model_server.app
+    app.add_middleware(ReadinessDetail)
     app.add_middleware(NoModelVersions)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_api_route("/metrics", metrics_page, methods=["GET"])

@@ -64,6 +64,17 @@ FALLBACKS = Counter(
 MISSING_FEATURES = Counter(
     "scenerec_missing_features_total", "Features absent from the online store", ["model", "feature"]
 )
+FEATURE_READ_ERRORS = Counter(
+    "scenerec_feature_read_errors_total",
+    "Failed batch reads of the online store by kind (timeout, error)",
+    ["model", "kind"],
+)
+FEATURE_STORE_CIRCUIT = Gauge(
+    "scenerec_feature_store_circuit",
+    "The feature store's circuit breaker: 1 for its current state (closed, open, half_open)",
+    ["model", "state"],
+    multiprocess_mode="max",
+)
 PROVIDER = Gauge(
     "scenerec_onnx_provider_info",
     "ONNX Runtime execution provider in use (1) per graph",

@@ -23,8 +23,9 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from scenerec.features.readers import FeatureReadError  # light: no Feast import
+from scenerec.features.readers import FeatureReadError, FeatureTimeout  # light: no Feast import
 from serving import metrics
+from serving.breaker import STATES, BreakerSettings, CircuitBreaker
 from serving.requests import V2_INPUTS, V2_OUTPUTS, Request, parse_v1, parse_v2
 from serving.runtime import PART_NAMES, Query, Runtime
 
@@ -37,6 +38,8 @@ class FeatureReader(Protocol):
     feature_names: tuple[str, ...]
 
     def read(self, user_id: str, scene_id: str) -> Any: ...
+
+    def read_batch(self, requests: list[tuple[str, str]]) -> list[Any]: ...
 
 
 HISTORY_ITEMS, HISTORY_SCENES = "history_item_ids", "history_scenes"
@@ -63,6 +66,7 @@ class ScenerecModel(Model):
         threads: int | None = 1,
         batching: str = "auto",
         idle_s: float = 0.001,
+        breaker: BreakerSettings | None = None,
     ) -> None:
         super().__init__(name)
         self.model_dir, self.feature_repo, self.feature_config = Path(model_dir), feature_repo, feature_config
@@ -78,6 +82,22 @@ class ScenerecModel(Model):
         self._drain_task: asyncio.Task[None] | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenerec-scoring")
         self.version = "unloaded"
+        self.breaker_settings = breaker or BreakerSettings()
+        self._breaker = self._new_breaker()
+
+    def _new_breaker(self) -> CircuitBreaker:
+        """The store's breaker; its probe is a real read of the default scene (any row will do)."""
+
+        def probe() -> None:
+            assert self.features is not None and self.runtime is not None
+            self.features.read("__scenerec_probe__", self.runtime.scenes[self.runtime.default_scene])
+
+        def on_change(state: str) -> None:
+            for known in STATES:
+                metrics.FEATURE_STORE_CIRCUIT.labels(self.name, known).set(int(known == state))
+
+        on_change("closed")
+        return CircuitBreaker(probe, self.breaker_settings, on_change=on_change)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def load(self) -> bool:
@@ -109,7 +129,14 @@ class ScenerecModel(Model):
         self._warm_up()  # again after the collection, which left the caches cold for the first request
         metrics.READY.labels(self.name).set(1)
         self.ready = True
+        self._publish_detail()
         return self.ready
+
+    def _publish_detail(self) -> None:
+        """Readiness detail in this process (serving/health.py): the feature store's breaker."""
+        from serving.health import DETAILS
+
+        DETAILS[self.name] = lambda: {"feature_store": self._breaker.status()} if self.ready else None
 
     @staticmethod
     def _history_feature_names(features: FeatureReader) -> tuple[str, str]:
@@ -137,6 +164,7 @@ class ScenerecModel(Model):
             _pending=[],
             _draining=False,
             _drain_task=None,
+            _breaker=None,
             ready=False,
         )
         return state
@@ -144,6 +172,7 @@ class ScenerecModel(Model):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenerec-scoring")
+        self._breaker = self._new_breaker()
 
     def _warm_up(self) -> None:
         assert self.runtime is not None
@@ -234,23 +263,7 @@ class ScenerecModel(Model):
         assert self.runtime is not None and self.features is not None
         rt, model = self.runtime, self.name
         started = time.perf_counter()
-        histories: list[tuple[list[str], list[str], bool] | None] = []
-        timer = metrics.STAGE_SECONDS["feature_read"].labels(model).time() if record else nullcontext()
-        with timer:
-            for request in requests:
-                scene_name = request.scene if request.scene in rt.scene_index else rt.scenes[rt.default_scene]
-                try:
-                    row = self.features.read(request.user_id, scene_name)
-                except FeatureReadError as e:
-                    log.warning("feature store unavailable, answering from defaults: %s", e)
-                    histories.append(None)
-                    continue
-                for feature in row.missing if record else ():
-                    metrics.MISSING_FEATURES.labels(model, feature).inc()
-                items_name, scenes_name = self._history_names
-                histories.append(
-                    (row.values[items_name] or [], row.values[scenes_name] or [], items_name in row.missing)
-                )
+        histories = self._read_histories(requests, record)
         queries, reasons = [], []
         for row, request in enumerate(requests):
             why: list[str] = []
@@ -306,6 +319,39 @@ class ScenerecModel(Model):
             metrics.STAGE_SECONDS["request"].labels(model).observe(time.perf_counter() - started)
         self._last_scored = time.monotonic()
         return answers
+
+    def _read_histories(
+        self, requests: list[Request], record: bool
+    ) -> list[tuple[list[str], list[str], bool] | None]:
+        """(history items, history scenes, unknown user) per request, or None for each when the
+        store is skipped (circuit open) or its batch read failed: one read, one deadline."""
+        assert self.runtime is not None and self.features is not None
+        rt, model = self.runtime, self.name
+        if not self._breaker.allow():
+            return [None] * len(requests)
+        default_scene = rt.scenes[rt.default_scene]
+        pairs = [(r.user_id, r.scene if r.scene in rt.scene_index else default_scene) for r in requests]
+        timer = metrics.STAGE_SECONDS["feature_read"].labels(model).time() if record else nullcontext()
+        try:
+            with timer:
+                rows = self.features.read_batch(pairs)
+        except FeatureReadError as e:
+            log.warning("feature store unavailable, answering %d request(s) from defaults: %s", len(pairs), e)
+            if record:
+                kind = "timeout" if isinstance(e, FeatureTimeout) else "error"
+                metrics.FEATURE_READ_ERRORS.labels(model, kind).inc()
+            self._breaker.failure(e)
+            return [None] * len(requests)
+        self._breaker.success()
+        items_name, scenes_name = self._history_names
+        histories: list[tuple[list[str], list[str], bool] | None] = []
+        for row in rows:
+            for feature in row.missing if record else ():
+                metrics.MISSING_FEATURES.labels(model, feature).inc()
+            histories.append(
+                (row.values[items_name] or [], row.values[scenes_name] or [], items_name in row.missing)
+            )
+        return histories
 
     def _history_indices(self, item_ids: list[str], scene_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Item and scene indices of a history, oldest first; items the model does not know are dropped."""

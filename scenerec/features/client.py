@@ -4,6 +4,7 @@
     items = client.read_items(item_ids)                        # at load: cache items in memory
     gc.collect(); gc.freeze(); client.warm_up()                # last steps of the predictor's load()
     row = client.read("u42", "home")                           # per request: user + scene
+    rows = client.read_batch([("u42", "home"), ("u7", "search")])  # a scoring batch, one deadline
 
 - The FeatureService is the one `manifest["feature_service"]` names; its views are grouped by join
   key once at load: `user_id` and `scene_id` views are read per request, `item_id` views in bulk.
@@ -150,17 +151,30 @@ class FeatureClient:
 
     def read(self, user_id: str, scene_id: str) -> OnlineFeatures:
         """The user's and the scene's features (one round trip), within the client's timeout."""
-        keys = {USER_ID: self._key(USER_ID, user_id), SCENE_ID: self._key(SCENE_ID, scene_id)}
-        rows = self._reader.read([(v, *keys[v.join_key]) for v in self.request_views])
-        values: dict[str, Any] = {}
-        missing: list[str] = []
-        for outputs, row in zip(self._outputs, rows, strict=True):
-            for feature, name in outputs:
-                value = _decode(row[feature]) if feature in row else None
-                values[name] = value
-                if value is None:
-                    missing.append(name)
-        return OnlineFeatures(values, tuple(missing))
+        return self.read_batch([(user_id, scene_id)])[0]
+
+    def read_batch(self, requests: Sequence[tuple[str, str]]) -> list[OnlineFeatures]:
+        """Features of many (user, scene) requests in one round trip under ONE deadline: a hung
+        store costs a scoring batch one timeout, not one per request. All or nothing: a timeout
+        or a failure raises for the whole batch."""
+        reads: list[tuple[Any, ...]] = []
+        for user_id, scene_id in requests:
+            keys = {USER_ID: self._key(USER_ID, user_id), SCENE_ID: self._key(SCENE_ID, scene_id)}
+            reads.extend((v, *keys[v.join_key]) for v in self.request_views)
+        rows = self._reader.read(reads)
+        width = len(self.request_views)
+        answers = []
+        for at in range(0, len(rows), width):
+            values: dict[str, Any] = {}
+            missing: list[str] = []
+            for outputs, row in zip(self._outputs, rows[at : at + width], strict=True):
+                for feature, name in outputs:
+                    value = _decode(row[feature]) if feature in row else None
+                    values[name] = value
+                    if value is None:
+                        missing.append(name)
+            answers.append(OnlineFeatures(values, tuple(missing)))
+        return answers
 
     def read_items(self, item_ids: Sequence[str], timeout_s: float = 30.0) -> ItemFeatures:
         """Every item view's features for `item_ids` (load-time caching, not per request)."""

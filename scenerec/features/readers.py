@@ -7,12 +7,13 @@ rows Feast wrote; tests/features and benchmarks/feature_store.py check the value
 `get_online_features`.
 
 Each reader has one timeout, fixed when it is made (bulk reads get a longer one):
-- SQLite: one read-only connection, one UNION ALL statement per request (every view's rows for
-  its entity). The timeout bounds both a lock wait (busy timeout) and the query (a progress
-  handler interrupts it at the deadline). `publish` replaces the database file: the reader
-  notices the new inode and reopens.
+- SQLite: one read-only connection, one UNION ALL statement per request or batch (every view's
+  rows for its entity; batches in chunks of 100 reads). The timeout bounds a lock wait (busy
+  timeout) and the whole read (a progress handler interrupts it at the deadline). `publish`
+  replaces the database file: the reader notices the new inode and reopens.
 - Redis: its own redis-py client with socket timeouts (per socket operation) and no retries, one
-  pipelined HMGET per entity (a user's views share one hash), so user + scene is one round trip.
+  pipelined HMGET per entity (a user's views share one hash), so user + scene, or a whole batch
+  of requests, is one round trip.
 - Anything else: the online store's own `online_read` per view (timeout checked after the call).
 
 Every reader returns, per requested row, {feature name: ValueProto} with absent features left out.
@@ -75,6 +76,8 @@ class Reader(Protocol):
 class SqliteReader:
     """Reads the SQLite online database Feast materialized, read-only."""
 
+    CHUNK = 100  # reads per UNION ALL statement: SQLite allows at most 500 terms in one compound SELECT
+
     def __init__(self, path: Path, timeout_s: float) -> None:
         self.path = Path(path)
         self.timeout_s = timeout_s
@@ -109,29 +112,35 @@ class SqliteReader:
             raise FeatureReadError(f"{self.path}: the SQLite online store is gone ({e})") from e
         from feast.protos.feast.types.Value_pb2 import Value
 
-        tables = tuple(r[0].table for r in reads)
-        sql = self._statements.get(tables)
-        if sql is None:
-            sql = " UNION ALL ".join(
-                f'SELECT {k}, feature_name, value FROM "{t}" WHERE entity_key = ?'
-                for k, t in enumerate(tables)
-            )
-            self._statements[tables] = sql
-        self._deadline = time.perf_counter() + timeout_s
+        self._deadline = time.perf_counter() + timeout_s  # one deadline for every chunk
         assert self._conn is not None
-        try:
-            found = self._conn.execute(sql, [r[1] for r in reads]).fetchall()
-        except sqlite3.OperationalError as e:
-            # "interrupted": the progress handler hit the deadline; "locked": the busy wait ran out.
-            if time.perf_counter() > self._deadline or "locked" in str(e) or "interrupt" in str(e):
-                raise FeatureTimeout(f"SQLite online read exceeded {timeout_s * 1000:.0f} ms ({e})") from e
-            raise FeatureReadError(f"{self.path}: SQLite online read failed ({e})") from e
         rows: Rows = [{} for _ in reads]
-        for k, name, blob in found:
-            if name in reads[k][0].features:  # SQLite keeps every feature of the view
-                value = Value()
-                value.ParseFromString(blob)
-                rows[k][name] = value
+        for lo in range(0, len(reads), self.CHUNK):
+            chunk = reads[lo : lo + self.CHUNK]
+            if lo and time.perf_counter() > self._deadline:
+                raise FeatureTimeout(f"SQLite online read exceeded {timeout_s * 1000:.0f} ms")
+            tables = tuple(r[0].table for r in chunk)
+            sql = self._statements.get(tables)
+            if sql is None:
+                sql = " UNION ALL ".join(
+                    f'SELECT {k}, feature_name, value FROM "{t}" WHERE entity_key = ?'
+                    for k, t in enumerate(tables)
+                )
+                self._statements[tables] = sql
+            try:
+                found = self._conn.execute(sql, [r[1] for r in chunk]).fetchall()
+            except sqlite3.OperationalError as e:
+                # "interrupted": the progress handler hit the deadline; "locked": the busy wait ran out.
+                if time.perf_counter() > self._deadline or "locked" in str(e) or "interrupt" in str(e):
+                    raise FeatureTimeout(
+                        f"SQLite online read exceeded {timeout_s * 1000:.0f} ms ({e})"
+                    ) from e
+                raise FeatureReadError(f"{self.path}: SQLite online read failed ({e})") from e
+            for k, name, blob in found:
+                if name in chunk[k][0].features:  # SQLite keeps every feature of the view
+                    value = Value()
+                    value.ParseFromString(blob)
+                    rows[lo + k][name] = value
         return rows
 
     def read_many(self, view: ViewRead, keys: Sequence[tuple[bytes, Any]], timeout_s: float) -> Rows:

@@ -87,6 +87,19 @@ def test_the_fast_path_returns_exactly_what_feast_returns(
     assert all(v is None for v in unknown.values.values())
 
 
+def test_a_batch_read_equals_one_read_per_request(
+    client: FeatureClient, trained_model: tuple[Path, Path]
+) -> None:
+    """A scoring batch's one round trip: longer than SQLite's 100-read chunk, a user twice."""
+    log = pd.read_parquet(trained_model[0] / "interactions.parquet")
+    users = sampled_users(log, 60)
+    scenes = ["home", "detail", "search", "nowhere"]
+    pairs = [(user, scenes[n % len(scenes)]) for n, user in enumerate([*users, "nobody", users[0]])]
+    assert len(pairs) * len(client.request_views) > 100
+    assert client.read_batch(pairs) == [client.read(user, scene) for user, scene in pairs]
+    assert client.read_batch([]) == []
+
+
 def test_item_rows_equal_feast_and_the_models_items(
     client: FeatureClient, trained_model: tuple[Path, Path]
 ) -> None:

@@ -23,3 +23,15 @@ def test_a_bad_flag_value_exits_2_naming_it(bad: list[str], capsys: pytest.Captu
         parse_args([*REQUIRED, *bad])
     assert exit_info.value.code == 2
     assert bad[0] in capsys.readouterr().err
+
+
+def test_breaker_flags_become_the_breakers_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    from serving.__main__ import breaker_settings
+    from serving.breaker import BreakerSettings
+
+    assert breaker_settings(parse_args(REQUIRED)) == BreakerSettings()
+    args = parse_args([*REQUIRED, "--breaker_failures", "5", "--breaker_backoff_ms", "40"])
+    assert (breaker_settings(args).failures, breaker_settings(args).backoff_s) == (5, 0.04)
+    with pytest.raises(SystemExit) as exit_info:
+        breaker_settings(parse_args([*REQUIRED, "--breaker_failures", "0"]))
+    assert exit_info.value.code == 2 and "failures must be >= 1" in capsys.readouterr().err

@@ -257,22 +257,52 @@ def test_feature_store_down_degrades_instead_of_failing(
             tmp_path / "predictor.log",
             "--feature_config",
             str(repo / "feature_store.redis.yaml"),
+            "--breaker_failures",
+            "2",
+            "--breaker_backoff_ms",
+            "100",
+            "--breaker_max_backoff_ms",
+            "200",
         )
         user = str(pd.read_parquet(data / "interactions.parquet")["user_id"].iloc[0])
         healthy = predict(server, {"user_id": user, "k": 5}).json()["predictions"][0]
         assert healthy["fallback"] is None
+        assert readiness(server)["feature_store"] == {"state": "closed"}
         redis.terminate()
         redis.wait(timeout=10)
-        degraded = predict(server, {"user_id": user, "k": 5})
-        assert degraded.status_code == 200
-        answer = degraded.json()["predictions"][0]
-        assert answer["fallback"] == "feature_store_unavailable" and len(answer["items"]) == 5
+        for _ in range(3):  # two failed reads open the circuit; the third request skips the store
+            degraded = predict(server, {"user_id": user, "k": 5})
+            assert degraded.status_code == 200
+            answer = degraded.json()["predictions"][0]
+            assert answer["fallback"] == "feature_store_unavailable" and len(answer["items"]) == 5
         text = httpx.get(f"{server.http}/metrics", timeout=10).text
-        assert 'scenerec_fallbacks_total{model="scenerec",reason="feature_store_unavailable"} 1.0' in text
+        assert 'scenerec_fallbacks_total{model="scenerec",reason="feature_store_unavailable"} 3.0' in text
+        assert 'scenerec_feature_read_errors_total{kind="error",model="scenerec"} 2.0' in text
+        gauge = r'scenerec_feature_store_circuit\{model="scenerec",state="(\w+)"\} (\S+)'
+        circuit = dict(re.findall(gauge, text))
+        assert float(circuit["closed"]) == 0 and float(circuit["open"]) + float(circuit["half_open"]) == 1
+        detail = readiness(server)  # readiness stays up, with the store's state beside it
+        assert detail["ready"] is True and detail["feature_store"]["state"] in ("open", "half_open")
+        assert "Redis online read failed" in detail["feature_store"]["last_error"]
+        v1 = httpx.get(f"{server.http}/v1/models/scenerec", timeout=10).json()
+        assert v1["ready"] is True and v1["feature_store"]["state"] in ("open", "half_open")
+        redis = subprocess.Popen(redis.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10  # the probe thread closes the circuit again on its own
+        while readiness(server)["feature_store"]["state"] != "closed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert readiness(server)["feature_store"] == {"state": "closed"}
+        back = predict(server, {"user_id": user, "k": 5}).json()["predictions"][0]
+        assert back["fallback"] == "unknown_user"  # the store answers again (a fresh, empty Redis)
         server.stop()
     finally:
         if redis.poll() is None:
             redis.kill()
+
+
+def readiness(server: Server) -> dict:
+    response = httpx.get(f"{server.http}/v2/models/scenerec/ready", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 def test_v2_binary_bytes_that_are_not_utf8_get_a_400(server: Server) -> None:
