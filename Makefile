@@ -19,7 +19,9 @@ demo: $(STAMP)
 
 ## test: lint, then the whole test suite (unit + integration)
 test: $(STAMP) lint
-	scripts/ensure_redis.sh || echo "no redis-server: its tests skip, and fail under CI=true"; $(BIN)/pytest
+	scripts/ensure_redis.sh || echo "no redis-server: its tests skip, and fail under CI=true"; \
+	scripts/ensure_promtool.sh || echo "no promtool: the alert tests skip, and fail under CI=true"; \
+	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

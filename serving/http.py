@@ -159,11 +159,14 @@ def install_http_extras(max_body_bytes: int) -> None:
     from kserve import model_server
 
     from serving.health import ReadinessDetail
+    from serving.request_metrics import RequestMetrics, install_grpc_metrics
 
     app = model_server.app
     app.add_middleware(ReadinessDetail)
     app.add_middleware(NoModelVersions)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(RequestMetrics)  # the last added is the outermost: it sees every answer
+    install_grpc_metrics()
     app.add_api_route("/metrics", metrics_page, methods=["GET"])
     from kserve.protocol.rest import server as rest_server
 

@@ -2,8 +2,11 @@
 
 Buckets start at 50 microseconds: the stages here take well under a millisecond, and
 prometheus_client's default buckets (5 ms and up) would put every one of them in the first bucket.
-Labels are bounded: model, scene (known scenes, else "other"), outcome, reason, feature; never a
-user or item id.
+Labels are bounded: model (served models, else "other"), protocol, code, scene (known scenes, else
+"other"), outcome, reason, feature; never a user or item id. Two views of time: `scenerec_request_*`
+per inference call as the client sees it, `scenerec_batch_*` per scoring batch (where time goes).
+Feast's own metric families (declared at its import, never updated by the predictor) are left out
+of the page.
 
 With several server processes (`--workers N`), PROMETHEUS_MULTIPROC_DIR must be set before this
 module is imported (serving/__main__.py does it); `/metrics` then aggregates every process. The
@@ -14,9 +17,11 @@ directory of its own, which would otherwise turn a single process's /metrics pag
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (
     0.00005,
@@ -38,22 +43,42 @@ LATENCY_BUCKETS = (
     0.25,
     1.0,
 )
-STAGES = ("feature_read", "user_tower", "retrieval", "ranking", "request")
+# Per scoring batch (one ONNX run per graph for every request scored together): where the time goes.
+STAGES = ("feature_read", "user_tower", "retrieval", "ranking")
 
 STAGE_SECONDS = {
     stage: Histogram(
-        f"scenerec_{stage}_seconds",
-        f"Time spent in the {stage.replace('_', ' ')} stage",
+        f"scenerec_batch_{stage}_seconds",
+        f"Time a scoring batch spent in the {stage.replace('_', ' ')} stage",
         ["model"],
         buckets=LATENCY_BUCKETS,
     )
     for stage in STAGES
 }
+BATCH_SECONDS = Histogram(
+    "scenerec_batch_seconds",
+    "Time to score one batch of requests, features to top-k (queueing not included)",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
 BATCH_SIZE = Histogram(
     "scenerec_batch_size",
     "Requests scored together in one ONNX run",
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+# Per request, as the client sees it (serving/request_metrics.py): one observation per inference
+# call, from its first byte read to its last byte written, on every path (V1, V2 REST, V2 gRPC).
+REQUEST_SECONDS = Histogram(
+    "scenerec_request_seconds",
+    "Inference calls by protocol and status class (2xx, 4xx, 5xx): time from request to answer",
+    ["model", "protocol", "code"],
+    buckets=LATENCY_BUCKETS,
+)
+RESPONSES = Counter(
+    "scenerec_responses_total",
+    "Inference answers by protocol and exact status (HTTP code, or gRPC status name)",
+    ["model", "protocol", "status"],
 )
 REQUESTS = Counter(
     "scenerec_requests_total", "Recommendation requests by scene and outcome", ["model", "scene", "outcome"]
@@ -97,9 +122,19 @@ MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 def exposition(accept: str | None) -> tuple[bytes, str]:
     """The metrics page: every process's metrics in multiprocess mode, this process's otherwise."""
-    registry = REGISTRY
+    source: CollectorRegistry = REGISTRY
     if MULTIPROC_DIR:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=MULTIPROC_DIR)
+        source = CollectorRegistry()
+        multiprocess.MultiProcessCollector(source, path=MULTIPROC_DIR)
     encoder, content_type = choose_encoder(accept)
-    return encoder(registry), content_type
+    return encoder(_WithoutFeast(source)), content_type  # type: ignore[arg-type]
+
+
+class _WithoutFeast:
+    """A registry's families minus Feast's (`feast_*`: its SDK's and feature server's, all zero here)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        return (family for family in self.registry.collect() if not family.name.startswith("feast_"))

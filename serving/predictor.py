@@ -316,7 +316,7 @@ class ScenerecModel(Model):
                 metrics.REQUESTS.labels(model, scene_label, "fallback" if why else "ok").inc()
             answers.append({"items": items, "model_version": self.version, "fallback": ",".join(why) or None})
         if record:
-            metrics.STAGE_SECONDS["request"].labels(model).observe(time.perf_counter() - started)
+            metrics.BATCH_SECONDS.labels(model).observe(time.perf_counter() - started)
         self._last_scored = time.monotonic()
         return answers
 

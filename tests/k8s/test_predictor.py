@@ -119,19 +119,29 @@ def _count(text: str, sample: str, label: str) -> float:
     )
 
 
-def test_error_rate_alert_counts_a_rejected_request_and_not_an_answered_one(
-    predictor: RunningPredictor,
-) -> None:
-    """ScenerecErrorRateHigh's numerator: KServe's predict count minus scenerec's answered count."""
+def test_each_call_is_counted_once_by_protocol_and_status(predictor: RunningPredictor) -> None:
+    """What the error-rate alerts divide: one observation per call, a 400 as a 4xx, a batch of
+    instances as one call (the old batch histogram counted scoring batches, not calls)."""
 
-    def failed() -> float:
+    def calls(code: str) -> float:
         text = predictor.get("/metrics")[1]
-        predicted = _count(text, "request_predict_seconds_count", "model_name")
-        return predicted - _count(text, "scenerec_request_seconds_count", "model")
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "scenerec_request_seconds_count"
+            and s.labels == {"model": MODEL_NAME, "protocol": "v1", "code": code}
+        )
 
     path = f"/v1/models/{MODEL_NAME}:predict"
-    before = failed()
-    assert predictor.post(path, json.dumps({"instances": [{"user_id": "u", "k": 3}]}).encode())[0] == 200
-    assert failed() == before
+    ok, bad = calls("2xx"), calls("4xx")
+    body = json.dumps({"instances": [{"user_id": "u", "k": 3}] * 5}).encode()
+    assert predictor.post(path, body)[0] == 200
+    assert (calls("2xx"), calls("4xx")) == (ok + 1, bad)
     assert predictor.post(path, json.dumps({"instances": [{"k": 3}]}).encode())[0] == 400
-    assert failed() == before + 1
+    assert (calls("2xx"), calls("4xx")) == (ok + 1, bad + 1)
+    assert predictor.post("/v1/models/no-such-model:predict", body)[0] == 404  # label "other"
+    text = predictor.get("/metrics")[1]
+    assert 'scenerec_responses_total{model="other",protocol="v1",status="404"}' in text
+    assert "no-such-model" not in text
+    assert "feast_" not in text  # Feast's own families (always zero here) are left out

@@ -129,7 +129,9 @@ def test_alerts_cover_latency_fallbacks_errors_and_readiness(rendered: Objects) 
     metrics = {where.split(": ", 1)[1]: {s.metric for s in promql.selectors(e)} for where, e in rules.items()}
     assert "scenerec_request_seconds_bucket" in metrics["ScenerecLatencyP99High"]
     assert "scenerec_requests_total" in metrics["ScenerecFallbackRateHigh"]
-    assert "request_predict_seconds_count" in metrics["ScenerecErrorRateHigh"]
+    assert metrics["ScenerecErrorRateHigh"] == {"scenerec_request_seconds_count"}
+    assert metrics["ScenerecClientErrorRateHigh"] == {"scenerec_request_seconds_count"}
+    assert "scenerec_feature_store_circuit" in metrics["ScenerecFeatureStoreUnavailable"]
     assert "scenerec_model_ready" in metrics["ScenerecPredictorNotReady"]
 
 

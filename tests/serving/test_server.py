@@ -184,9 +184,42 @@ def test_metrics_count_requests_and_name_the_provider(server: Server) -> None:
         'scenerec_onnx_provider_info{graph="user_tower",model="scenerec",provider="CPUExecutionProvider"'
         in after
     )
-    assert 'scenerec_request_seconds_bucket{le="0.0005",model="scenerec"}' in after  # sub-millisecond buckets
+    assert 'scenerec_batch_seconds_bucket{le="0.0005",model="scenerec"}' in after  # sub-millisecond buckets
+    calls = r'scenerec_request_seconds_count\{code="2xx",model="scenerec",protocol="v1"\}'
+    assert counter(after, calls) == counter(before, calls) + 1
     assert 'scenerec_fallbacks_total{model="scenerec",reason="unknown_user"}' in after
     assert "metrics-probe" not in after  # labels are bounded: never a user id
+
+
+def test_grpc_calls_are_counted_by_status(server: Server) -> None:
+    import asyncio
+
+    import grpc
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    def counts() -> dict[str, float]:
+        text = httpx.get(f"{server.http}/metrics", timeout=10).text
+        pattern = r'scenerec_responses_total\{model="scenerec",protocol="grpc",status="(\w+)"\} (\S+)'
+        return {status: float(value) for status, value in re.findall(pattern, text)}
+
+    async def call(k: int) -> None:
+        client = InferenceGRPCClient(server.grpc, timeout=30)
+        inputs = [InferInput("user_id", [1], "BYTES"), InferInput("k", [1], "INT32")]
+        inputs[0].set_data_from_numpy(np.array(["grpc-probe"], dtype=object))
+        inputs[1].set_data_from_numpy(np.array([k], dtype=np.int32))
+        try:
+            await client.infer(InferRequest(model_name="scenerec", infer_inputs=inputs))
+        finally:
+            await client.close()
+
+    before = counts()
+    asyncio.run(call(3))
+    with pytest.raises(grpc.RpcError) as error:
+        asyncio.run(call(-1))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    after = counts()
+    assert after.get("OK", 0) == before.get("OK", 0) + 1
+    assert after.get("INVALID_ARGUMENT", 0) == before.get("INVALID_ARGUMENT", 0) + 1
 
 
 def test_sigterm_under_load_fails_no_inflight_request(
