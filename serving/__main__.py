@@ -13,8 +13,12 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.breaker import BreakerSettings  # light: no KServe, Feast or ONNX imports
+
+if TYPE_CHECKING:
+    from serving.admission import Limits
 
 
 def _prepare_multiprocess_metrics(argv: list[str]) -> str | None:
@@ -37,6 +41,8 @@ def _prepare_multiprocess_metrics(argv: list[str]) -> str | None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     from kserve import model_server
+
+    from serving.admission import Limits
 
     parser = argparse.ArgumentParser(
         prog="python -m serving", parents=[model_server.parser], description=__doc__.splitlines()[0]
@@ -93,7 +99,56 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="with --batching auto: idle time after which a lone request is scored on the event loop",
     )
     parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="larger request bodies get 413")
+    limits = parser.add_argument_group("per-call limits and the large-call lane (serving/admission.py)")
+    limits.add_argument(
+        "--max_items",
+        type=int,
+        default=Limits.max_items,
+        help="items one call may ask for (instances x k, or its candidates when fewer); past it: 413",
+    )
+    limits.add_argument(
+        "--max_explained_items",
+        type=int,
+        default=Limits.max_explained_items,
+        help="of those, items answered with their score's parts (explain: true); past it: 413",
+    )
+    limits.add_argument(
+        "--max_answer_bytes",
+        type=int,
+        default=Limits.max_answer_bytes,
+        help="the most a call's answer may be (bounded from the longest item id); past it: 413",
+    )
+    limits.add_argument(
+        "--large_items",
+        type=int,
+        default=Limits.large_items,
+        help="calls above this many items (an explained one counts 3) are scored on their own lane, "
+        "one at a time, so small calls never queue behind them",
+    )
+    limits.add_argument(
+        "--max_large_queued",
+        type=int,
+        default=Limits.max_large_queued,
+        help="large calls waiting or being scored at once; the next one gets 429 with Retry-After",
+    )
     return parser.parse_args(argv)
+
+
+def call_limits(args: argparse.Namespace) -> Limits:
+    """The per-call limit flags, validated (a bad value exits 2 naming the flag)."""
+    from serving.admission import Limits
+
+    try:
+        return Limits(
+            max_items=args.max_items,
+            max_explained_items=args.max_explained_items,
+            max_answer_bytes=args.max_answer_bytes,
+            large_items=args.large_items,
+            max_large_queued=args.max_large_queued,
+        )
+    except ValueError as e:
+        print(f"python -m serving: error: --{e}", file=sys.stderr)
+        raise SystemExit(2) from e
 
 
 def breaker_settings(args: argparse.Namespace) -> BreakerSettings:
@@ -160,6 +215,7 @@ def serve(args: argparse.Namespace) -> None:
         batching=args.batching,
         idle_s=args.batching_idle_ms / 1000,
         breaker=breaker_settings(args),
+        limits=call_limits(args),
     )
     model.load()
     server = ModelServer(

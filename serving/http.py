@@ -126,6 +126,18 @@ async def inference_error(request: Request, error: Exception) -> Response:
     return response
 
 
+async def limit_exceeded(request: Request, error: Exception) -> Response:
+    """A call over the per-call limits (serving/admission.py): 413, naming the limit and its flag."""
+    return JSONResponse(status_code=413, content={"error": str(error)})
+
+
+async def overloaded(request: Request, error: Exception) -> Response:
+    """The large-call lane is full: 429 with Retry-After; small calls are not affected."""
+    retry = str(getattr(error, "retry_after_s", 1))
+    message = str(getattr(error, "details", error))
+    return JSONResponse(status_code=429, content={"error": message}, headers={"Retry-After": retry})
+
+
 async def metrics_page(request: Request) -> Response:
     content, content_type = metrics.exposition(request.headers.get("accept"))
     return Response(content=content, headers={"content-type": content_type})
@@ -168,6 +180,10 @@ def install_http_extras(max_body_bytes: int) -> None:
     app.add_middleware(RequestMetrics)  # the last added is the outermost: it sees every answer
     install_grpc_metrics()
     app.add_api_route("/metrics", metrics_page, methods=["GET"])
+    from serving.admission import LimitExceeded, Overloaded
+
+    app.add_exception_handler(LimitExceeded, limit_exceeded)  # before InvalidInput's: its subclass
+    app.add_exception_handler(Overloaded, overloaded)
     from kserve.protocol.rest import server as rest_server
 
     rest_server.inference_error_handler = inference_error  # type: ignore[assignment]

@@ -80,6 +80,13 @@ RESPONSES = Counter(
     "Inference answers by protocol and exact status (HTTP code, or gRPC status name)",
     ["model", "protocol", "status"],
 )
+LARGE_IN_LANE = Gauge(
+    "scenerec_large_calls_in_lane",
+    "Large calls (serving/admission.py) waiting or being scored on their own lane",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+SHED = Counter("scenerec_shed_calls_total", "Large calls refused with 429: their lane was full", ["model"])
 REQUESTS = Counter(
     "scenerec_requests_total", "Recommendation requests by scene and outcome", ["model", "scene", "outcome"]
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from scenerec.features.readers import FeatureReadError, FeatureTimeout  # light: no Feast import
 from serving import metrics
+from serving.admission import Limits, Overloaded, admit, lane
 from serving.breaker import STATES, BreakerSettings, CircuitBreaker
 from serving.requests import V2_INPUTS, V2_OUTPUTS, Request, parse_v1, parse_v2
 from serving.runtime import PART_NAMES, Query, Runtime
@@ -67,6 +69,7 @@ class ScenerecModel(Model):
         batching: str = "auto",
         idle_s: float = 0.001,
         breaker: BreakerSettings | None = None,
+        limits: Limits | None = None,
     ) -> None:
         super().__init__(name)
         self.model_dir, self.feature_repo, self.feature_config = Path(model_dir), feature_repo, feature_config
@@ -81,6 +84,10 @@ class ScenerecModel(Model):
         self._draining = False
         self._drain_task: asyncio.Task[None] | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenerec-scoring")
+        self.limits = limits or Limits()
+        self._large_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenerec-large")
+        self._large_in_lane = 0
+        self._longest_id = 0
         self.version = "unloaded"
         self.breaker_settings = breaker or BreakerSettings()
         self._breaker = self._new_breaker()
@@ -119,6 +126,8 @@ class ScenerecModel(Model):
         self.features.read(
             "__scenerec_probe__", self.runtime.scenes[self.runtime.default_scene]
         )  # round trip
+        # as JSON text, escapes included: the answer byte bound (serving/admission.py) must hold
+        self._longest_id = max((len(json.dumps(str(i))) - 2 for i in self.runtime.item_ids), default=0)
         self.version = self.runtime.manifest["model_version"]
         for graph, report in self.runtime.providers.items():
             metrics.PROVIDER.labels(self.name, graph, ",".join(report.requested), report.actual).set(1)
@@ -161,6 +170,8 @@ class ScenerecModel(Model):
             runtime=None,
             features=None,
             _worker=None,
+            _large_worker=None,
+            _large_in_lane=0,
             _pending=[],
             _draining=False,
             _drain_task=None,
@@ -172,6 +183,7 @@ class ScenerecModel(Model):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenerec-scoring")
+        self._large_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenerec-large")
         self._breaker = self._new_breaker()
 
     def _warm_up(self) -> None:
@@ -190,7 +202,11 @@ class ScenerecModel(Model):
         requests = parse_v2(payload) if isinstance(payload, InferRequest) else parse_v1(payload)
         for row, request in enumerate(requests):  # a bad candidate list fails its own call, not a batch
             self._candidate_indices(request, row)
-        if self._score_inline():
+        assert self.runtime is not None
+        found = admit(requests, self.limits, self.runtime.n_items, self._longest_id)  # 413: before any work
+        if lane(found, self.limits) == "large":
+            answers = await self._score_large(requests)
+        elif self._score_inline():
             answers = self.recommend(requests)
         else:
             answers = await self._batched(requests)
@@ -207,6 +223,25 @@ class ScenerecModel(Model):
             return self.batching == "off"
         idle = time.monotonic() - self._last_scored >= self.idle_s
         return idle and not self._draining and not self._pending
+
+    async def _score_large(self, requests: list[Request]) -> list[dict[str, Any]]:
+        """A large call on its own thread, alone: small calls keep their lane and their latency.
+        At most `max_large_queued` large calls wait or run; the next one gets a 429."""
+        if self._large_in_lane >= self.limits.max_large_queued:
+            metrics.SHED.labels(self.name).inc()
+            raise Overloaded(
+                f"instances x k: {self._large_in_lane} large calls are already being answered "
+                f"(--max_large_queued {self.limits.max_large_queued}); retry shortly, or ask for at most "
+                f"{self.limits.large_items} items to be answered at once"
+            )
+        self._large_in_lane += 1
+        metrics.LARGE_IN_LANE.labels(self.name).set(self._large_in_lane)
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._large_worker, self.recommend, requests)
+        finally:
+            self._large_in_lane -= 1
+            metrics.LARGE_IN_LANE.labels(self.name).set(self._large_in_lane)
 
     async def _batched(self, requests: list[Request]) -> list[dict[str, Any]]:
         """Dynamic batching on one worker thread: requests that arrive while a batch is being scored

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,7 @@ class Runtime:
         self.device_index = {name: k for k, name in enumerate(devices)}
         self.default_scene = self.scene_index[manifest["vocab"]["default_scene"]]
         self.retrieval_depth = 200  # candidates the ranker re-scores; the predictor sets it from a flag
-        self.timings: dict[str, float] = {}  # seconds per graph stage of the last `recommend` call
+        self._local = threading.local()
         self._hour_bucket, self._weekday = hour_bucket, weekday
 
     def item_indices(self, item_ids: list[str]) -> np.ndarray:
@@ -115,6 +116,14 @@ class Runtime:
             providers["user_tower"].actual,
         )
         return runtime
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per graph stage of this thread's last `recommend` (the lanes score concurrently)."""
+        found: dict[str, float] | None = getattr(self._local, "timings", None)
+        if found is None:
+            found = self._local.timings = {}
+        return found
 
     @property
     def provider(self) -> str:

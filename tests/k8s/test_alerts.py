@@ -4,8 +4,9 @@ from a real predictor.
 Each case scrapes `/metrics` before and after a workload, and turns the two pages into promtool
 input series that keep growing at the rate the workload measured (counters and histograms) or
 stay at the scraped value (gauges), as Prometheus would see a steady run. A few cases then change
-the real series the way a fault would (a 5xx share, an open circuit, a missing pod) to check that
-the alert made for it fires, and that no other does. promtool comes with Debian's `prometheus`
+the real series the way a fault would (slow answers, a 5xx share, an open circuit, a missing pod) to
+check that the alert made for it fires, and that no other does. Latency depends on the machine:
+wherever a real run's p99 passes 25 ms, the latency alert is expected to fire too. promtool comes with Debian's `prometheus`
 package (scripts/ensure_promtool.sh): without it these tests fail under CI=true and skip elsewhere.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import time
@@ -176,17 +178,18 @@ def test_a_healthy_run_fires_nothing(
     run_promtool(promtool, tmp_path, rule_groups(rendered), series, interval, slow)
 
 
-def test_slow_rejected_and_degraded_calls_fire_their_alerts(
+def test_rejected_and_degraded_calls_fire_their_alerts(
     predictor: RunningPredictor, rendered: dict[str, list[dict[str, Any]]], promtool: str, tmp_path: Path
 ) -> None:
-    big = {"instances": [{"user_id": f"new-{n}", "k": 200, "explain": True} for n in range(32)]}
+    # the most the default limits admit explained (2,000 items): tens of milliseconds per call
+    big = {"instances": [{"user_id": f"new-{n}", "k": 200, "explain": True} for n in range(10)]}
     before = scrape(predictor)
     seconds = workload(predictor, [(big, 200)] * 8 + [({"instances": [{"k": 5}]}, 400)] * 4)
     after = scrape(predictor)
-    assert p99_above_25ms(before, after)  # 32 explained answers of 200 items: tens of ms each
     series, interval = steady_series(before, after, seconds)
-    fired = {"ScenerecLatencyP99High", "ScenerecClientErrorRateHigh", "ScenerecFallbackRateHigh"}
-    run_promtool(promtool, tmp_path, rule_groups(rendered), series, interval, fired)
+    fired = {"ScenerecClientErrorRateHigh", "ScenerecFallbackRateHigh"}
+    slow = {"ScenerecLatencyP99High"} if p99_above_25ms(before, after) else set()
+    run_promtool(promtool, tmp_path, rule_groups(rendered), series, interval, fired | slow)
 
 
 def _relabelled(series: list[dict[str, str]], change: Callable[[str], str | None]) -> list[dict[str, str]]:
@@ -201,6 +204,7 @@ def _relabelled(series: list[dict[str, str]], change: Callable[[str], str | None
 @pytest.mark.parametrize(
     ("fault", "fired"),
     [
+        ("slow_answers", "ScenerecLatencyP99High"),
         ("server_errors", "ScenerecErrorRateHigh"),
         ("circuit_open", "ScenerecFeatureStoreUnavailable"),
         ("no_ready_pod", "ScenerecPredictorNotReady"),
@@ -219,7 +223,17 @@ def test_each_fault_fires_its_alert(
     seconds = workload(predictor, [({"instances": [{"user_id": user, "k": 5}]}, 200)] * 40)
     after = scrape(predictor)
     series, interval = steady_series(before, after, seconds)
-    if fault == "server_errors":  # as many 5xx as 2xx: the 2xx series copied under code="5xx"
+    if fault == "slow_answers":  # every answered call took more than 25 ms: no bucket up to it grows
+        for entry in series:
+            le = re.search(r'le="([^"]+)"', entry["series"])
+            if (
+                entry["series"].startswith("scenerec_request_seconds_bucket")
+                and 'code="2xx"' in entry["series"]
+                and le
+                and float(le.group(1)) <= 0.025
+            ):
+                entry["values"] = re.sub(r"\+[^x]+x", "+0x", entry["values"])
+    elif fault == "server_errors":  # as many 5xx as 2xx: the 2xx series copied under code="5xx"
         series += [
             {**e, "series": e["series"].replace('code="2xx"', 'code="5xx"')}
             for e in series
@@ -241,5 +255,5 @@ def test_each_fault_fires_its_alert(
             return None if selector.startswith("scenerec_model_ready") else selector
 
         series = _relabelled(series, drop)
-    slow = {"ScenerecLatencyP99High"} if p99_above_25ms(before, after) else set()
+    slow = {"ScenerecLatencyP99High"} if p99_above_25ms(before, after) or fault == "slow_answers" else set()
     run_promtool(promtool, tmp_path, rule_groups(rendered), series, interval, {fired} | slow)

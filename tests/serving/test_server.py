@@ -101,6 +101,12 @@ def test_candidates_unknown_user_and_unknown_scene(
             "at most 1000",
         ),
         (b'{"instances": [{"user_id": "u1", "pad": "' + b"x" * (2 << 20) + b'"}]}', 413, "larger than"),
+        (json.dumps({"instances": [{"user_id": "u1", "k": 1000}] * 256}).encode(), 413, "--max_items"),
+        (
+            json.dumps({"instances": [{"user_id": "u1", "k": 150, "explain": True}] * 20}).encode(),
+            413,
+            "--max_explained_items",
+        ),
     ],
 )
 def test_bad_input_is_a_4xx_naming_the_field(server: Server, body: bytes, status: int, message: str) -> None:
@@ -226,7 +232,10 @@ def test_sigterm_under_load_fails_no_inflight_request(
     served_model: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     _, model, repo = served_model
-    server = start_server(model, repo, tmp_path / "predictor.log")
+    # limits raised so that these calls are batched together on the scoring thread (tests/serving/
+    # test_limits.py covers the large-call lane)
+    raised = ("--max_items", "50000", "--max_explained_items", "50000", "--large_items", "50000")
+    server = start_server(model, repo, tmp_path / "predictor.log", *raised)
     results: list[int] = []
 
     def call() -> None:
