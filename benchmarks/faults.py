@@ -315,7 +315,7 @@ async def run_case(name: str, port: int, pid: int, redis: Redis, users: list[str
         redis.signal(signal.SIGKILL if name == "redis_killed" else signal.SIGSTOP)
         await asyncio.sleep(off - on)
         if name == "redis_killed":
-            redis.start()
+            await asyncio.get_running_loop().run_in_executor(None, redis.start)  # the load goes on
         else:
             redis.signal(signal.SIGCONT)
         case.window = (on, off)
@@ -380,6 +380,7 @@ def summary(case: Case) -> dict[str, Any]:
         "4xx": sum(400 <= s < 500 for s in statuses),
         "5xx": sum(s >= 500 for s in statuses),
         "resets": errors.count("reset"),
+        "resets_large": sum(o.error == "reset" and o.kind == "large" for o in case.outcomes),
         "refused": errors.count("refused"),
         "timeouts": errors.count("timeout"),
         "other_errors": sum(e.startswith("other") for e in errors),

@@ -99,6 +99,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="with --batching auto: idle time after which a lone request is scored on the event loop",
     )
     parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="larger request bodies get 413")
+    parser.add_argument(
+        "--drain_seconds",
+        type=float,
+        default=20.0,
+        help="on SIGTERM: how long to keep answering calls already on the wire (new connections are "
+        "refused, answers carry Connection: close, readiness is 503) before what is left is cut; "
+        "the pod's terminationGracePeriodSeconds must exceed preStop + this",
+    )
     limits = parser.add_argument_group("per-call limits and the large-call lane (serving/admission.py)")
     limits.add_argument(
         "--max_items",
@@ -201,7 +209,9 @@ def serve(args: argparse.Namespace) -> None:
     from serving.repository import LoadedModelsRepository, ServedModels
 
     configure_logging(args.log_config_file)
-    http_extras = functools.partial(install_http_extras, max_body_bytes=args.max_body_bytes)
+    http_extras = functools.partial(
+        install_http_extras, max_body_bytes=args.max_body_bytes, drain_seconds=args.drain_seconds
+    )
     http_extras()  # here, and again in each --workers process (see ServedModels)
     model = ScenerecModel(
         args.model_name,
@@ -226,6 +236,7 @@ def serve(args: argparse.Namespace) -> None:
         enable_grpc=args.enable_grpc,
         enable_docs_url=args.enable_docs_url,
         enable_latency_logging=args.enable_latency_logging,
+        grace_period=max(1, int(args.drain_seconds)),  # gRPC's grace, and uvicorn's after the drain
     )
     server.model_repository_extension = LoadedModelsRepository(server.registered_models)
     server.start([model])

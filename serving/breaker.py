@@ -28,7 +28,9 @@ STATES = ("closed", "open", "half_open")
 class BreakerSettings:
     """When to open (`failures` within `window_s`) and how often to probe once open."""
 
-    failures: int = 2
+    # One: a hung store costs every read its whole deadline (on the event loop when the server
+    # scores inline), so the first timeout opens; a blip costs one backoff of degraded answers.
+    failures: int = 1
     window_s: float = 10.0
     backoff_s: float = 0.25
     max_backoff_s: float = 5.0

@@ -1,6 +1,7 @@
 """What the predictor adds to KServe's FastAPI app: a body size limit, a 400 for model versions and
 for binary BYTES that are not UTF-8, a multiprocess-aware /metrics, readiness with the feature
-store's state (serving/health.py) and its request bodies in the OpenAPI document.
+store's state (serving/health.py), per-call metrics (serving/request_metrics.py), a graceful drain
+on SIGTERM (serving/shutdown.py) and its request bodies in the OpenAPI document.
 
 All are installed on `kserve.model_server.app` before `ModelServer.start()` registers KServe's
 own routes, so our `/metrics` route is matched first; with `--workers N`, again in each worker
@@ -167,14 +168,18 @@ def _document_bodies(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def install_http_extras(max_body_bytes: int) -> None:
+def install_http_extras(max_body_bytes: int, drain_seconds: float = 20.0) -> None:
     from kserve import model_server
 
     from serving.health import ReadinessDetail
     from serving.request_metrics import RequestMetrics, install_grpc_metrics
 
     app = model_server.app
+    from serving.shutdown import DrainingAnswers, install_drain
+
     app.add_middleware(ReadinessDetail)
+    app.add_middleware(DrainingAnswers)
+    install_drain(drain_seconds)
     app.add_middleware(NoModelVersions)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_middleware(RequestMetrics)  # the last added is the outermost: it sees every answer

@@ -418,15 +418,25 @@ class ScenerecModel(Model):
         for row, answer in enumerate(answers):
             for col, item in enumerate(answer["items"]):
                 ids[row, col], scores[row, col] = item["item_id"], item["score"]
+        # Raw outputs whenever the client asked for them (KServe's and Triton's rule): gRPC requests
+        # with raw inputs; REST `binary_data_output`, or `binary_data` on a requested output, which
+        # overrides it. Typed JSON / typed contents otherwise.
+        binary = bool(request.use_binary_outputs)
+        requested = request.request_outputs or None
+        for output in requested or ():
+            if output.binary_data is None:
+                output.parameters = {**(output.parameters or {}), "binary_data": binary}
         outputs = [
             InferOutput("item_id", list(ids.shape), "BYTES"),
             InferOutput("score", list(scores.shape), "FP32"),
         ]
-        outputs[0].set_data_from_numpy(ids, binary_data=False)
-        outputs[1].set_data_from_numpy(scores, binary_data=False)
+        outputs[0].set_data_from_numpy(ids, binary_data=binary)
+        outputs[1].set_data_from_numpy(scores, binary_data=binary)
         return InferResponse(
             response_id=request.id or "",
             model_name=self.name,
             infer_outputs=outputs,
             parameters={"model_version": self.version},
+            use_binary_outputs=binary,
+            requested_outputs=requested,
         )

@@ -6,8 +6,9 @@ input series that keep growing at the rate the workload measured (counters and h
 stay at the scraped value (gauges), as Prometheus would see a steady run. A few cases then change
 the real series the way a fault would (slow answers, a 5xx share, an open circuit, a missing pod) to
 check that the alert made for it fires, and that no other does. Latency depends on the machine:
-wherever a real run's p99 passes 25 ms, the latency alert is expected to fire too. promtool comes with Debian's `prometheus`
-package (scripts/ensure_promtool.sh): without it these tests fail under CI=true and skip elsewhere.
+wherever a real run's p99 passes 25 ms, the latency alert is expected to fire too. promtool comes
+with Debian's `prometheus` package (scripts/ensure_promtool.sh): without it these tests fail under
+CI=true and skip elsewhere.
 """
 
 from __future__ import annotations

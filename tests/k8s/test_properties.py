@@ -8,7 +8,9 @@ PyTorchJob consistent with `scenerec.deploy.render_pytorchjob`. test_access.py h
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -216,3 +218,45 @@ def test_render_pytorchjob_refuses_paths_off_the_shared_volume() -> None:
     assert list(job["spec"]["pytorchReplicaSpecs"]) == ["Master"]
     assert container["args"][-2:] == ["--set", "train.epochs=3"]
     assert {"name": "OMP_NUM_THREADS", "value": "1"} in container["env"]
+
+
+# ---- shutdown ------------------------------------------------------------------------------------
+
+# Knative's preStop hook on the user container waits for its queue-proxy to drain, up to this long.
+KNATIVE_DRAIN_S = 30
+MARGIN_S = 5
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_knative_grace_covers_its_drain_and_the_predictors(overlay: str, rendered: Objects) -> None:
+    """In Knative mode the revision timeout is the pod's terminationGracePeriodSeconds."""
+    (isvc,) = find(rendered[overlay], "InferenceService", MODEL_NAME)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+    container = predictor_container(rendered[overlay])
+    drain = float(arg(container, "--drain_seconds"))
+    assert "lifecycle" not in container  # Knative injects its own preStop and rejects ours
+    assert isvc["spec"]["predictor"]["timeout"] >= KNATIVE_DRAIN_S + drain + MARGIN_S
+
+
+def test_standard_mode_sets_a_prestop_and_a_grace_that_covers_it(kubectl: str, tmp_path: Path) -> None:
+    """components/standard-mode over the base, rendered as an overlay of it would be."""
+    from tests.k8s.conftest import kustomize
+
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(K8S / "base", tmp_path)],
+        "components": [os.path.relpath(K8S / "components" / "standard-mode", tmp_path)],
+    }
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    objects = kustomize(kubectl, tmp_path)
+    from tests.k8s import schemas
+
+    assert list(schemas.validate_all(objects)) == []
+    (isvc,) = find(objects, "InferenceService", MODEL_NAME)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    container = predictor_container(objects)
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = float(arg(container, "--drain_seconds"))
+    grace = isvc["spec"]["predictor"]["terminationGracePeriodSeconds"]
+    assert pre_stop >= 5 and grace >= pre_stop + drain + MARGIN_S
