@@ -92,6 +92,27 @@ class NoModelVersions:
         await self.app(scope, receive, send)
 
 
+class V2JsonBody:
+    """A V2 infer body without the binary extension's header is JSON, whatever its Content-Type.
+
+    KServe parses a V2 body as JSON only under a JSON Content-Type and otherwise expects the binary
+    extension (an `Inference-Header-Content-Length` header), refusing the rest with a 400. Triton's
+    HTTP client sends JSON tensors with no Content-Type, curl `-d` sends a form type: both are
+    JSON by the protocol's own rule, and are read as such here.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/infer"):
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"content-type"]
+            names = {k.lower() for k, _ in scope.get("headers") or []}
+            if b"inference-header-content-length" not in names:
+                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
 async def _send_error(send: Send, status: int, message: str) -> None:
     await send_json(send, status, {"error": message})
 
@@ -125,6 +146,21 @@ async def inference_error(request: Request, error: Exception) -> Response:
         )
     response: Response = await inference_error_handler(request, error)
     return response
+
+
+async def validation_error(request: Request, error: Exception) -> Response:
+    """FastAPI's 422 `{"detail": [...]}` for a V2 body that is not an inference request, as the
+    product's 400 `{"error": ...}` naming the first field (`inputs[0].datatype: Field required`)."""
+    problems = getattr(error, "errors", lambda: [])()
+    messages = []
+    for problem in problems[:3]:
+        location = list(problem.get("loc", ()))
+        where = ""
+        for part in location[1:] if location[:1] == ["body"] else location:
+            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+        messages.append(f"{where or 'body'}: {problem.get('msg', 'invalid')}")
+    message = "; ".join(messages) or "body: not a valid request"
+    return JSONResponse(status_code=400, content={"error": message})
 
 
 async def limit_exceeded(request: Request, error: Exception) -> Response:
@@ -181,12 +217,16 @@ def install_http_extras(max_body_bytes: int, drain_seconds: float = 20.0) -> Non
     app.add_middleware(DrainingAnswers)
     install_drain(drain_seconds)
     app.add_middleware(NoModelVersions)
+    app.add_middleware(V2JsonBody)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_middleware(RequestMetrics)  # the last added is the outermost: it sees every answer
     install_grpc_metrics()
     app.add_api_route("/metrics", metrics_page, methods=["GET"])
+    from fastapi.exceptions import RequestValidationError
+
     from serving.admission import LimitExceeded, Overloaded
 
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(LimitExceeded, limit_exceeded)  # before InvalidInput's: its subclass
     app.add_exception_handler(Overloaded, overloaded)
     from kserve.protocol.rest import server as rest_server
