@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
 	$(BIN)/python benchmarks/feature_store.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/faults.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .mypy_cache

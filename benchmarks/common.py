@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 RESULTS_DIR = Path(__file__).parent / "results"
+SERVING_WORLD = Path(__file__).parent / "out" / "serving"
 
 
 def machine() -> dict[str, Any]:
@@ -73,3 +74,21 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def serving_world(out: Path = SERVING_WORLD) -> tuple[Path, Path]:
+    """(data, model) of the serving benchmarks' world: 3,000 users, 10,000 items, a model trained
+    for 3 epochs (what serving costs does not depend on how well it ranks). Built once."""
+    import sys
+
+    data, model = out / "data", out / "model"
+    run = [sys.executable, "-m", "scenerec.cli"]
+    if not (data / "truth.json").is_file():
+        subprocess.run(
+            [*run, "data", "synth", "--out", str(data), "--users", "3000", "--items", "10000"], check=True
+        )
+    if not (model / "manifest.json").is_file():
+        settings = ["train.epochs=3", "train.ablations=[]", "train.cold_start_eval=false"]
+        overrides = [x for s in [*settings, "baselines.names=[popularity]"] for x in ("--set", s)]
+        subprocess.run([*run, "train", "--data", str(data), "--out", str(model), *overrides], check=True)
+    return data, model

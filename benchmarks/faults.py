@@ -13,8 +13,8 @@ killed store and during the maximal calls; predictor RSS growth <= 100 MB after 
 predictor is pinned to core 0; this process (load, faults) and Redis to core 1.
 
 Usage: python benchmarks/faults.py [--model DIR --data DIR] [--quick]
-Without --model it builds the default synthetic world with a 10,000-item catalogue first (the
-world of benchmarks/serving.py). Writes benchmarks/results/faults.json and faults.png.
+Without --model it uses the world of benchmarks/serving.py (3,000 users, 10,000 items), building
+it first if needed. Writes benchmarks/results/faults.json and faults.png.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS_DIR, print_table, write_results
+from common import RESULTS_DIR, print_table, serving_world, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,36 +53,10 @@ LARGE_ANSWER = [{"k": 250}] * 4
 
 # ---- the world ------------------------------------------------------------------------------------
 def world(args: argparse.Namespace) -> tuple[Path, Path]:
-    """(data, model) of the 10,000-item synthetic world, built once under benchmarks/out."""
+    """(data, model): the given ones, or the serving benchmark's world (built once, shared)."""
     if args.model:
         return Path(args.data), Path(args.model)
-    data, model = OUT / "data", OUT / "model"
-    run = [sys.executable, "-m", "scenerec.cli"]
-    if not (data / "truth.json").is_file():
-        subprocess.run(
-            [*run, "data", "synth", "--out", str(data), "--users", "3000", "--items", "10000"], check=True
-        )
-    if not (model / "manifest.json").is_file():
-        subprocess.run(
-            [
-                *run,
-                "train",
-                "--data",
-                str(data),
-                "--out",
-                str(model),
-                "--cache",
-                str(OUT / "cache"),
-                "--set",
-                "train.ablations=[]",
-                "--set",
-                "train.cold_start_eval=false",
-                "--set",
-                "baselines.names=[popularity]",
-            ],
-            check=True,
-        )
-    return data, model
+    return serving_world()
 
 
 class Redis:

@@ -31,7 +31,7 @@ import numpy as np
 from rich.progress import track
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_table, write_results
+from common import print_table, serving_world, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `serving` is the package, not this script (benchmarks/serving.py)
@@ -72,32 +72,9 @@ server.start([model])
 def world(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     if args.model:
         return Path(args.data), Path(args.model), Path(args.repo)
-    data, model, repo = OUT / "data", OUT / "model", OUT / "feature_repo"
+    data, model = serving_world(OUT)
+    repo = OUT / "feature_repo"
     run = [sys.executable, "-m", "scenerec.cli"]
-    if not (data / "truth.json").is_file():
-        subprocess.run(
-            [*run, "data", "synth", "--out", str(data), "--users", "3000", "--items", "10000"], check=True
-        )
-    if not (model / "manifest.json").is_file():
-        subprocess.run(
-            [
-                *run,
-                "train",
-                "--data",
-                str(data),
-                "--out",
-                str(model),
-                "--set",
-                "train.epochs=3",
-                "--set",
-                "train.ablations=[]",
-                "--set",
-                "train.cold_start_eval=false",
-                "--set",
-                "baselines.names=[popularity]",
-            ],
-            check=True,
-        )
     if not (repo / "data" / "online.db").is_file():
         shutil.copytree(
             ROOT / "feature_repo",
