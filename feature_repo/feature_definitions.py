@@ -14,7 +14,7 @@ job, not an expiry's).
 
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Array, Bool, Float32, Float64, Int64, String
 
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="a user id")
@@ -29,6 +29,10 @@ scene = Entity(
 user_source = FileSource(
     name="user_source", path="data/sources/users.parquet", timestamp_field="event_timestamp"
 )
+# Fresh events: `scenerec events push` and the predictor's events route fold new interactions into
+# the user rows and push them here (Feast's push API), behind both user views; the rows also go to
+# user_source, the push source's batch source (scenerec.features.events).
+user_push = PushSource(name="user_push", batch_source=user_source)
 item_source = FileSource(
     name="item_source", path="data/sources/items.parquet", timestamp_field="event_timestamp"
 )
@@ -46,7 +50,7 @@ user_recent_history = FeatureView(
         Field(name="history_item_ids", dtype=Array(String), description="item ids, oldest first"),
         Field(name="history_scenes", dtype=Array(String), description="the scene of each history item"),
     ],
-    source=user_source,
+    source=user_push,
 )
 
 user_lifetime_profile = FeatureView(
@@ -59,10 +63,11 @@ user_lifetime_profile = FeatureView(
         Field(name="interaction_count", dtype=Int64),
         Field(name="conversion_rate", dtype=Float64, description="share of purchase-like events"),
         Field(name="distinct_scenes", dtype=Int64),
+        Field(name="scenes_seen", dtype=Array(String), description="the distinct scenes (a push adds to it)"),
         Field(name="last_scene", dtype=String),
         Field(name="last_device", dtype=String),
     ],
-    source=user_source,
+    source=user_push,
 )
 
 item_model_vectors = FeatureView(

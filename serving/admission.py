@@ -103,5 +103,5 @@ def admit(requests: Sequence[Request], limits: Limits, n_items: int, longest_id:
 
 
 def lane(found: Cost, limits: Limits) -> str:
-    """"large" for calls above `large_items` (an explained item counts as three), else "small"."""
+    """ "large" for calls above `large_items` (an explained item counts as three), else "small"."""
     return "large" if found.items + 2 * found.explained_items > limits.large_items else "small"

@@ -222,6 +222,9 @@ def install_http_extras(max_body_bytes: int, drain_seconds: float = 20.0) -> Non
     app.add_middleware(RequestMetrics)  # the last added is the outermost: it sees every answer
     install_grpc_metrics()
     app.add_api_route("/metrics", metrics_page, methods=["GET"])
+    from serving.events_route import install_events_route
+
+    install_events_route(app)
     from fastapi.exceptions import RequestValidationError
 
     from serving.admission import LimitExceeded, Overloaded

@@ -86,6 +86,12 @@ LARGE_IN_LANE = Gauge(
     ["model"],
     multiprocess_mode="livesum",
 )
+EVENTS = Counter(
+    "scenerec_events_total",
+    "Events pushed to POST /v1/models/{name}/events by outcome (accepted, duplicate, unknown_item, "
+    "refused calls, store_unavailable calls)",
+    ["model", "outcome"],
+)
 SHED = Counter("scenerec_shed_calls_total", "Large calls refused with 429: their lane was full", ["model"])
 REQUESTS = Counter(
     "scenerec_requests_total", "Recommendation requests by scene and outcome", ["model", "scene", "outcome"]

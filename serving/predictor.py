@@ -132,6 +132,9 @@ class ScenerecModel(Model):
         for graph, report in self.runtime.providers.items():
             metrics.PROVIDER.labels(self.name, graph, ",".join(report.requested), report.actual).set(1)
         metrics.MODEL_INFO.labels(self.name, self.version).set(1)
+        from serving.events_route import SERVED
+
+        SERVED[self.name] = self  # POST /v1/models/{name}/events pushes through this model's store
         self._warm_up()
         gc.collect()
         gc.freeze()  # a full collection with Feast and ORT loaded takes >100 ms: not on the request path

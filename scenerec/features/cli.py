@@ -2,6 +2,8 @@
 
     scenerec features publish --data DIR --model MODEL_DIR --repo feature_repo
                               [--config feature_store.yaml | --online-store sqlite|redis]
+    scenerec events push --data EVENTS.parquet|csv --model MODEL_DIR --repo feature_repo
+                         [--config feature_store.yaml | --online-store sqlite|redis]
 
 Thin, like `scenerec.cli`: parse, call the library, print. Errors are `ScenerecError`s, which the
 main CLI turns into one line each and an exit code (2 for a bad repo, config, model or data).
@@ -55,6 +57,56 @@ def add_commands(commands: Any) -> None:
     publish.set_defaults(handler=_publish)
 
 
+def add_event_commands(commands: Any) -> None:
+    """Register `events push` on the main parser's subcommands."""
+    events = commands.add_parser("events", help="push fresh events into the feature store").add_subparsers(
+        title="events"
+    )
+    push = events.add_parser(
+        "push",
+        help="fold new interactions into the users' features (Feast push), and log them",
+        description="Idempotent: events already pushed (the same event_id, or the same fields) change "
+        "nothing. Bad rows are refused by row and field before anything is written (exit 2); a store "
+        "that fails during the push accepts nothing (exit 3: retry).",
+    )
+    push.add_argument(
+        "--data", type=Path, required=True, help="events: parquet or CSV in the interaction columns"
+    )
+    push.add_argument(
+        "--model", type=Path, required=True, help="the served model (its config: history length, conversions)"
+    )
+    push.add_argument("--repo", type=Path, required=True, help="the Feast feature repo (feature_repo/)")
+    which = push.add_mutually_exclusive_group()
+    which.add_argument("--config", type=Path, default=None, help="the feature_store yaml")
+    which.add_argument("--online-store", choices=sorted(ONLINE_STORE_YAMLS), default=None)
+    push.add_argument("--json", action="store_true", help="print the summary as JSON")
+    push.set_defaults(handler=_push_events)
+
+
+def _push_events(args: argparse.Namespace) -> int:
+    from scenerec.artifact import read_manifest
+    from scenerec.config import Config
+    from scenerec.features.events import EventLog, EventPusher, parse_event_file
+    from scenerec.features.model_ids import ModelIds
+    from scenerec.features.repo import open_store, resolve_yaml
+
+    events = parse_event_file(args.data)  # before any store is opened
+    manifest = read_manifest(args.model)
+    known = set(ModelIds.load(args.model, manifest).items)
+    store = open_store(args.repo, resolve_yaml(args.repo, args.config, args.online_store))
+    pusher = EventPusher(store, EventLog.of_repo(args.repo), Config.from_dict(manifest["config"]), known)
+    result = pusher.push(events)
+    if args.json:
+        console.print_json(json.dumps(result.summary()))
+        return 0
+    console.print(
+        f"pushed {result.accepted:,} of {result.received:,} events ({result.duplicates:,} already pushed, "
+        f"{result.unknown_items:,} on items the model does not know) for {result.users:,} users "
+        f"in {result.seconds:.2f} s"
+    )
+    return 0
+
+
 def _publish(args: argparse.Namespace) -> int:
     from scenerec.features.publish import publish, summary
 
@@ -75,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scenerec.errors import run_command
 
     parser = argparse.ArgumentParser(prog="scenerec")
-    add_commands(parser.add_subparsers(title="commands"))
+    commands = parser.add_subparsers(title="commands")
+    add_commands(commands)
+    add_event_commands(commands)
     args = parser.parse_args(argv)
     return run_command(parser, args)
 

@@ -76,7 +76,7 @@ def user_history(dataset: Dataset, max_history: int) -> pd.DataFrame:
 
 
 def user_profile(dataset: Dataset, data_config: DataConfig) -> pd.DataFrame:
-    """Per user: interaction count, conversion rate, distinct scenes, last scene and device."""
+    """Per user: interaction count, conversion rate, distinct scenes (and which), last scene and device."""
     log = dataset.interactions.assign(_converted=dataset.conversions(data_config)).sort_values(POS)
     grouped = log.groupby(c.USER_ID, sort=True)
     return pd.DataFrame(
@@ -84,6 +84,7 @@ def user_profile(dataset: Dataset, data_config: DataConfig) -> pd.DataFrame:
             "interaction_count": grouped.size().astype(np.int64),
             "conversion_rate": grouped["_converted"].mean().astype(np.float64),
             "distinct_scenes": grouped[c.SCENE].nunique().astype(np.int64),
+            "scenes_seen": grouped[c.SCENE].agg(lambda s: sorted({str(v) for v in s})),
             "last_scene": grouped[c.SCENE].last().astype(str),
             "last_device": grouped[c.DEVICE].last().astype(str),
             EVENT_TIMESTAMP: grouped[c.TIMESTAMP].max(),

@@ -1,0 +1,197 @@
+"""How fast a fresh event reaches the ranking: push -> an answer that reflects it, on SQLite and Redis.
+
+For each store: the serving benchmark's world (3,000 users, 10,000 items) published to it, one
+predictor process pinned to core 0, this process (the client) on core 1. Then
+- `event -> answer`: 1,000 times, a user's current top-1 item is clicked through
+  `POST /v1/models/scenerec/events` (one JSON line), and the next `:predict` for that user is asked
+  for; the time from sending the push to receiving an answer without that item (now in the history,
+  so excluded as seen) is recorded. An answer that still shows it counts as stale;
+- `push throughput`: 20 pushes of 100 events each (100 different users) through the route, and one
+  `scenerec events push --data FILE` of 10,000 events (the CLI, a process of its own).
+
+Targets (issue "Fresh answers"): p99 <= 50 ms from an event's push to an answer that reflects it.
+
+Usage: python benchmarks/freshness.py [--pushes 1000] [--quick]
+Writes benchmarks/results/freshness.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+from rich.progress import track
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import print_table, serving_world, write_results
+from faults import Redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from serving.launch import free_port, predictor_command, predictor_env, wait_until_ready  # noqa: E402
+
+OUT = Path(__file__).parent / "out" / "freshness"
+EVENT_TARGET_MS = 50.0
+
+
+def published_repo(store: str, data: Path, model: Path, env: dict[str, str]) -> Path:
+    repo = OUT / store / "feature_repo"
+    if repo.exists():
+        shutil.rmtree(repo)
+    shutil.copytree(ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    command = [sys.executable, "-m", "scenerec.cli", "features", "publish", "--data", str(data)]
+    command += ["--model", str(model), "--repo", str(repo), "--online-store", store]
+    subprocess.run(command, check=True, env=env)
+    return repo
+
+
+def start_predictor(model: Path, repo: Path, store: str, env: dict[str, str], log: Path) -> tuple[Any, int]:
+    http, grpc = free_port(), free_port()
+    extra = ["--feature_config", str(repo / "feature_store.redis.yaml")] if store == "redis" else []
+    command = predictor_command(model, repo, http, grpc, "--device", "cpu", *extra)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            ["taskset", "-c", "0", *command],
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=predictor_env(env),
+        )
+    wait_until_ready(process, http, log)
+    return process, http
+
+
+def top_item(client: httpx.Client, user: str) -> str:
+    answer = client.post("/v1/models/scenerec:predict", json={"instances": [{"user_id": user, "k": 1}]})
+    return str(answer.json()["predictions"][0]["items"][0]["item_id"])
+
+
+def event_line(user: str, item: str, stamp: datetime) -> str:
+    return json.dumps(
+        {"user_id": user, "item_id": item, "event_timestamp": stamp.isoformat(), "scene": "home"}
+    )
+
+
+def event_to_answer(client: httpx.Client, users: list[str], pushes: int) -> dict[str, Any]:
+    push_ms, total_ms, stale = [], [], 0
+    base = datetime.now(UTC) - timedelta(hours=1)
+    for n in track(range(pushes), description="event -> answer", transient=True):
+        user = users[n % len(users)]
+        item = top_item(client, user)
+        line = event_line(user, item, base + timedelta(milliseconds=n))
+        started = time.perf_counter()
+        pushed = client.post("/v1/models/scenerec/events", content=line)
+        pushed_at = time.perf_counter()
+        answer = client.post("/v1/models/scenerec:predict", json={"instances": [{"user_id": user, "k": 10}]})
+        done = time.perf_counter()
+        assert pushed.status_code == 200 and answer.status_code == 200, (pushed.text, answer.text)
+        if item in {i["item_id"] for i in answer.json()["predictions"][0]["items"]}:
+            stale += 1
+        push_ms.append((pushed_at - started) * 1000)
+        total_ms.append((done - started) * 1000)
+    return {
+        "pushes": pushes,
+        "stale": stale,
+        "push_p50_ms": float(np.percentile(push_ms, 50)),
+        "push_p99_ms": float(np.percentile(push_ms, 99)),
+        "p50_ms": float(np.percentile(total_ms, 50)),
+        "p99_ms": float(np.percentile(total_ms, 99)),
+    }
+
+
+def route_throughput(client: httpx.Client, users: list[str], items: list[str], batches: int) -> float:
+    base = datetime.now(UTC) - timedelta(minutes=30)
+    sent, started = 0, time.perf_counter()
+    for b in range(batches):
+        lines = [
+            event_line(users[(b * 100 + k) % len(users)], items[(b * 7919 + k * 31) % len(items)], base)
+            for k in range(100)
+        ]
+        answer = client.post("/v1/models/scenerec/events", content="\n".join(lines))
+        assert answer.status_code == 200, answer.text
+        sent += len(lines)
+    return sent / (time.perf_counter() - started)
+
+
+def cli_throughput(
+    repo: Path, model: Path, store: str, users: list[str], items: list[str], env: dict[str, str]
+) -> float:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "user_id": rng.choice(users, 10_000),
+            "item_id": rng.choice(items, 10_000),
+            "event_timestamp": pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=20),
+            "scene": "search",
+        }
+    )
+    path = OUT / store / "events.parquet"
+    frame.to_parquet(path, index=False)
+    command = [sys.executable, "-m", "scenerec.cli", "events", "push", "--data", str(path)]
+    command += ["--model", str(model), "--repo", str(repo), "--online-store", store, "--json"]
+    started = time.perf_counter()
+    result = subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    accepted = json.loads(result.stdout)["accepted"]
+    return accepted / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pushes", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="100 pushes per store")
+    args = parser.parse_args()
+    pushes = 100 if args.quick else args.pushes
+    os.sched_setaffinity(0, {1})
+    data, model = serving_world()
+    users = sorted(pd.read_parquet(data / "interactions.parquet")["user_id"].astype(str).unique())[:500]
+    items = [str(i) for i in json.loads((model / "id_maps" / "items.json").read_text())]
+    rows = []
+    redis = Redis(OUT / "redis-data")
+    redis.start()
+    try:
+        for store in ("sqlite", "redis"):
+            env = {**os.environ, "SCENEREC_REDIS": f"127.0.0.1:{redis.port}"}
+            repo = published_repo(store, data, model, env)
+            process, http = start_predictor(model, repo, store, env, OUT / store / "predictor.log")
+            try:
+                with httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=30) as client:
+                    row = {"store": store, **event_to_answer(client, users, pushes)}
+                    row["route events/s (100 per push)"] = route_throughput(client, users, items, 20)
+            finally:
+                process.terminate()
+                process.wait(timeout=60)
+            row["cli events/s (10,000 per push)"] = cli_throughput(repo, model, store, users, items, env)
+            rows.append(row)
+    finally:
+        redis.stop()
+    print_table("freshness: a pushed event in the next answer", rows)
+    targets = [
+        {
+            "target": f"{r['store']}: event -> answer p99 <= {EVENT_TARGET_MS:g} ms, none stale",
+            "value": round(r["p99_ms"], 2),
+            "met": r["p99_ms"] <= EVENT_TARGET_MS and r["stale"] == 0,
+        }
+        for r in rows
+    ]
+    print_table("targets", targets)
+    path = write_results("freshness", {"quick": args.quick, "rows": rows, "targets": targets})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
