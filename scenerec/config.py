@@ -139,6 +139,12 @@ class ModelConfig:
     item_item_neighbors: int = 200
     # B's L2 weight, chosen on the valid split from this grid (like the EASE baseline's).
     item_item_l2s: tuple[float, ...] = (10.0, 50.0, 200.0, 500.0, 1000.0, 3000.0)
+    # B as the *training* offsets is cross-fitted: users are split into this many folds and each
+    # user's windows read a B fitted without that user's rows (stacking without leakage: an
+    # in-sample B already "knows" every training target, so the other parts would learn only the
+    # residual of an over-confident signal and w_ii would be fitted to it). 1 = one in-sample B.
+    # Evaluation and serving always read the B of all rows.
+    item_item_folds: int = 5
     # B is fitted with one dense items x items inverse: above this catalogue size the part is off (logged).
     item_item_max_items: int = 20000
     # Share of training targets whose ID embedding is replaced by the one generated from text, so the

@@ -19,7 +19,15 @@ from scenerec.data.split import EvalCases
 from scenerec.distributed import from_rank_zero, rank_and_world
 from scenerec.evaluate import evaluate
 from scenerec.model.calibrate import calibrate_item_item, calibrate_lambda
-from scenerec.model.item_item import Neighbours, choose_l2, ease_neighbours, initial_weight, rows_with_valid
+from scenerec.model.item_item import (
+    ItemItem,
+    Neighbours,
+    choose_l2,
+    cross_fitted_neighbours,
+    ease_neighbours,
+    initial_weight,
+    rows_with_valid,
+)
 from scenerec.model.joint import JointModel
 from scenerec.model.losses import alignment_infonce, full_softmax, history_pairs, sampled_softmax
 from scenerec.model.scorer import TorchScorer
@@ -170,6 +178,7 @@ def _fit(
     neighbours = item_item_neighbours(dataset, train_rows, valid_cases, config)
     model = build_model(dataset, train_rows, config, text, neighbours).to(device)
     result_item_item: dict[str, Any] = {}
+    training_item_item: TrainingItemItem | None = None
     if neighbours is not None:
         w0 = initial_weight(neighbours, valid_cases, mc.max_history)
         with torch.no_grad():
@@ -178,14 +187,19 @@ def _fit(
             "l2": neighbours.l2,
             "neighbors": int(neighbours.columns.shape[1]),
             "initial_weight": w0,
+            "folds": max(mc.item_item_folds, 1),
         }
+        if mc.item_item_folds >= 2:
+            training_item_item = TrainingItemItem.cross_fitted(
+                train_rows, n_items, len(dataset.vocab.users), neighbours, mc, tc.seed, device
+            )
     _, _, counts = item_statistics(train_rows, n_items, mc.popularity_buckets)
     popularity = torch.as_tensor(counts / max(counts.sum(), 1), dtype=torch.float32, device=device)
     sampled = tc.loss == "sampled" or (tc.loss == "auto" and n_items > tc.full_softmax_max_items)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay
     )
-    loss_module = _Loss(model, tc, mc, sampled, popularity, use_conversion)
+    loss_module = _Loss(model, tc, mc, sampled, popularity, use_conversion, training_item_item)
     step: torch.nn.Module = loss_module
     if world > 1:
         step = torch.nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
@@ -293,12 +307,54 @@ def _step(
 ) -> tuple[torch.Tensor, int]:
     """One batch's loss through `step` (the loss module, or its DistributedDataParallel wrapper)."""
     width = max(int((batch.targets >= 0).sum(axis=1).max()), 1)  # left-padded: keep the last columns
-    t = {k: torch.as_tensor(v[:, -width:], device=device) for k, v in batch.__dict__.items()}
+    t = {
+        k: torch.as_tensor(v[:, -width:] if v.ndim == 2 else v, device=device)
+        for k, v in batch.__dict__.items()
+    }
     drop = None
     if mc.use_text and mc.id_dropout > 0:
         drop = torch.rand(model.n_items, generator=generator).to(device) < mc.id_dropout
     loss = step(t, drop)
     return loss, int((t["targets"] >= 0).sum())
+
+
+class TrainingItemItem(torch.nn.Module):
+    """The item-item offsets of training windows: each user's history read through the B of the
+    user's fold (fitted without the user's rows), see `model.item_item_folds`."""
+
+    user_fold: torch.Tensor
+
+    def __init__(self, table: ItemItem, user_fold: np.ndarray) -> None:
+        super().__init__()
+        self.table = table
+        self.register_buffer("user_fold", torch.as_tensor(user_fold, dtype=torch.int64))
+
+    @classmethod
+    def cross_fitted(
+        cls,
+        rows: pd.DataFrame,
+        n_items: int,
+        n_users: int,
+        chosen: Neighbours,
+        mc: Any,
+        seed: int,
+        device: torch.device,
+    ) -> TrainingItemItem:
+        started = time.perf_counter()
+        folds = cross_fitted_neighbours(
+            rows, n_items, n_users, chosen.l2, mc.item_item_neighbors, mc.item_item_folds, seed
+        )
+        log.info(
+            "item-item: B cross-fitted on %d folds of users in %.1f s",
+            len(folds.folds),
+            time.perf_counter() - started,
+        )
+        return cls(ItemItem(folds.stacked(), n_items=n_items), folds.user_fold).to(device)
+
+    def scores(self, hist_items: torch.Tensor, users: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """`ItemItem.scores` of each window's history under its user's fold."""
+        offset = self.user_fold[users] * (self.table.n_items + 1)
+        return self.table.scores(hist_items + offset[:, None], **kwargs)
 
 
 class _Loss(torch.nn.Module):
@@ -315,9 +371,11 @@ class _Loss(torch.nn.Module):
         sampled: bool,
         popularity: torch.Tensor,
         use_conversion: bool,
+        training_item_item: TrainingItemItem | None = None,
     ) -> None:
         super().__init__()
         self.model, self.tc, self.mc = model, tc, mc
+        self.training_item_item = training_item_item
         self.sampled, self.use_conversion = sampled, use_conversion
         self.register_buffer("popularity", popularity)
 
@@ -337,6 +395,13 @@ class _Loss(torch.nn.Module):
         seen = history_pairs(t["hist_items"], mask, model.n_items) if tc.mask_history else None
         weight = query.item_item[mask][:, None]  # [M, 1]
         active = model.item_item.active
+
+        def item_item_scores(**kwargs: Any) -> torch.Tensor:
+            """[B, L, W] running item-item scores of the batch's histories (cross-fitted if set)."""
+            if self.training_item_item is not None:
+                return self.training_item_item.scores(t["hist_items"], t["user"], per_request=False, **kwargs)
+            return model.item_item.scores(t["hist_items"], per_request=False, **kwargs)
+
         if self.sampled:
 
             def item_item(candidates: torch.Tensor) -> torch.Tensor:
@@ -344,7 +409,7 @@ class _Loss(torch.nn.Module):
                 columns = torch.full((model.n_items + 1,), len(candidates), device=candidates.device)
                 columns[candidates] = torch.arange(len(candidates), device=candidates.device)
                 with torch.no_grad():
-                    scores = model.item_item.scores(t["hist_items"], per_request=False, columns=columns)
+                    scores = item_item_scores(columns=columns)
                 return weight * scores[mask][:, columns[candidates]]
 
             loss = sampled_softmax(
@@ -361,7 +426,7 @@ class _Loss(torch.nn.Module):
             offset = None
             if active:
                 with torch.no_grad():
-                    scores = model.item_item.scores(t["hist_items"], per_request=False)[mask]
+                    scores = item_item_scores()[mask]
                 offset = weight * scores
             loss = full_softmax(q, item_vectors, targets, absent=absent, seen=seen, offset=offset)
         if mc.use_text and tc.align_weight > 0:

@@ -84,6 +84,49 @@ def _sparsify(dense: np.ndarray, k: int, l2: float) -> Neighbours:
     return Neighbours(columns=columns, weights=np.concatenate([weights, np.zeros((1, k), np.float32)]), l2=l2)
 
 
+@dataclass(frozen=True)
+class CrossFitted:
+    """B fitted once per fold of users, each without that fold's rows: what a user's training
+    windows read, so the item-item offsets of training are out-of-sample like those of valid."""
+
+    folds: list[Neighbours]
+    user_fold: np.ndarray  # [n_users] the fold of each user index
+
+    def stacked(self) -> Neighbours:
+        """The folds' tables one under the other: fold f's row j is row f * (N + 1) + j (its pad last)."""
+        return Neighbours(
+            columns=np.concatenate([f.columns for f in self.folds]),
+            weights=np.concatenate([f.weights for f in self.folds]),
+            l2=self.folds[0].l2,
+        )
+
+
+def cross_fitted_neighbours(
+    rows: pd.DataFrame, n_items: int, n_users: int, l2: float, k: int, folds: int, seed: int
+) -> CrossFitted:
+    """`folds` sparse Bs, fold f's fitted on the rows of every user outside fold f."""
+    user_fold = np.random.default_rng(seed).permutation(n_users) % folds
+    row_fold = user_fold[rows[USER_IDX].to_numpy()]
+    fitted = []
+    for fold in range(folds):
+        fitted.append(ease_neighbours(rows[row_fold != fold], n_items, l2, k))
+    k_max = max(f.columns.shape[1] for f in fitted)
+    return CrossFitted(folds=[_widen(f, k_max) for f in fitted], user_fold=user_fold)
+
+
+def _widen(neighbours: Neighbours, k: int) -> Neighbours:
+    """The same B with K = `k` columns (the extra ones point at the pad with weight 0)."""
+    extra = k - neighbours.columns.shape[1]
+    if extra <= 0:
+        return neighbours
+    n = neighbours.n_items
+    return Neighbours(
+        columns=np.concatenate([neighbours.columns, np.full((n + 1, extra), n, np.int64)], axis=1),
+        weights=np.concatenate([neighbours.weights, np.zeros((n + 1, extra), np.float32)], axis=1),
+        l2=neighbours.l2,
+    )
+
+
 def history_matrix(cases: EvalCases, n_items: int, max_history: int) -> sp.csr_matrix:
     """Binary cases x items matrix of each case's `max_history` most recent items (what the model reads)."""
     recent = cases.recent_history(max_history, pad=-1)
@@ -120,9 +163,11 @@ class ItemItem(nn.Module):
     columns: torch.Tensor
     weights: torch.Tensor
 
-    def __init__(self, neighbours: Neighbours) -> None:
+    def __init__(self, neighbours: Neighbours, n_items: int | None = None) -> None:
+        """`n_items`: the catalogue size when `neighbours` holds several folds' tables stacked
+        (CrossFitted.stacked: a history then indexes its fold's rows)."""
         super().__init__()
-        self.n_items = neighbours.n_items
+        self.n_items = neighbours.n_items if n_items is None else n_items
         self.l2 = neighbours.l2
         self.register_buffer("columns", torch.as_tensor(neighbours.columns), persistent=True)
         self.register_buffer("weights", torch.as_tensor(neighbours.weights), persistent=True)

@@ -28,6 +28,7 @@ class Windows:
     hour: np.ndarray
     weekday: np.ndarray
     conversion: np.ndarray  # 1.0 / 0.0 at targets
+    user: np.ndarray  # [W] whose log the window is cut from
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -67,6 +68,7 @@ def build_windows(
             begin = max(s, stop - max_history - 1)
             spans.append((begin, stop))
             stop = begin + 1
+    span_users = np.array([user[begin] for begin, _ in spans], dtype=np.int64)
     w, length = len(spans), max_history
     out = Windows(
         hist_items=np.full((w, length), n_items, dtype=np.int64),
@@ -77,6 +79,7 @@ def build_windows(
         hour=np.zeros((w, length), dtype=np.int64),
         weekday=np.zeros((w, length), dtype=np.int64),
         conversion=np.zeros((w, length), dtype=np.float32),
+        user=span_users,
     )
     for row, (begin, stop) in enumerate(spans):
         n = stop - begin - 1  # inputs begin..stop-2, targets begin+1..stop-1

@@ -33,6 +33,11 @@ def test_windows_cover_every_event_but_the_first_once(small_synthetic_dataset: D
     valid = first.targets[0] >= 0
     # each target is the input at the next position (the window reads its own past only)
     assert np.array_equal(first.hist_items[0, 1:][valid[:-1]], first.targets[0, :-1][valid[:-1]])
+    # every window knows whose log it is cut from (the item-item part's folds are by user)
+    for w in (0, len(windows) // 2, len(windows) - 1):
+        items = windows.targets[w][windows.targets[w] >= 0]
+        user_items = rows.loc[rows["u"] == windows.user[w], "i"].to_numpy()
+        assert np.isin(items, user_items).all()
 
 
 def test_popularity_buckets_and_cold_mask(small_synthetic_dataset: Dataset) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
 from scenerec.baselines.ease import Ease
 from scenerec.config import EvalConfig
@@ -59,3 +60,26 @@ def test_initial_weight_fits_the_valid_targets(small_synthetic_dataset: Dataset)
     neighbours = ease_neighbours(split.train, small_synthetic_dataset.vocab.n_items, l2=50.0, k=50)
     weight = initial_weight(neighbours, split.valid_cases(), 20)
     assert 0.25 < weight < 2000.0  # strictly inside the searched range: a real optimum, not an edge
+
+
+def test_cross_fitted_b_never_reads_the_users_own_rows() -> None:
+    """Each fold's B is fitted without that fold's users: a pair only one user holds is absent
+    from the B that user's training windows read, and present in the B of every other fold."""
+    from scenerec.model.fit import TrainingItemItem
+    from scenerec.model.item_item import ItemItem, cross_fitted_neighbours
+
+    folds = cross_fitted_neighbours(ROWS, 5, 4, l2=1.0, k=10, folds=2, seed=0)
+    assert len(folds.folds) == 2 and sorted(set(folds.user_fold)) == [0, 1]
+    own = folds.user_fold[3]  # user 3 alone holds the pair (3, 4)
+    assert folds.folds[own].matrix()[3, 4] == 0
+    assert folds.folds[1 - own].matrix()[3, 4] != 0
+    for fold in range(2):  # each fold's B is EASE on the other fold's rows
+        rows = ROWS[folds.user_fold[ROWS[USER_IDX]] != fold]
+        assert np.allclose(
+            folds.folds[fold].matrix().toarray(), Ease(5, 1).fit(rows, l2=1.0).weights, atol=1e-6
+        )
+    table = TrainingItemItem(ItemItem(folds.stacked(), n_items=5), folds.user_fold)
+    history = torch.tensor([[3, 5], [3, 5]])  # item 3, then the pad
+    users = torch.tensor([3, next(u for u in range(4) if folds.user_fold[u] != own)])
+    scores = table.scores(history, users, per_request=True)
+    assert scores[0, 4] == 0 and scores[1, 4] != 0  # the same history, read through each user's fold
