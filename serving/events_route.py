@@ -69,6 +69,7 @@ def _pusher(model: ScenerecModel) -> EventPusher:
             EventLog.of_repo(repo),
             Config.from_dict(model.runtime.manifest["config"]),
             known_items=set(map(str, model.runtime.item_ids)),
+            offline=False,  # the event log is the offline record; the source is rebuilt by publish
         )
         _pushers[model.name] = pusher
     return pusher

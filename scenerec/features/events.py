@@ -15,11 +15,12 @@ What a push does, in this order, and why:
    occurrence, so it changes neither the history nor the counts), and write the new rows through
    Feast's push API (`user_push`, behind both user views). A store that is down fails the push
    here: nothing was accepted, the caller answers 503 and the client retries.
-4. Append the accepted events to the event log (`<repo>/data/events/*.parquet`, one file per push,
-   written to a temporary name and renamed): the offline record in the data contract's
-   interaction columns, which the next training run reads next to the dataset, and the ids that
-   make step 2 idempotent. The new user rows are appended to the user views' offline source too,
-   so a later `feast materialize` reproduces them.
+4. Append the accepted events to the event log (`<repo>/data/events/events-YYYYMMDD.jsonl`, one
+   fsynced write per push): the offline record in the data contract's interaction columns, which
+   the next training run reads next to the dataset, and the ids that make step 2 idempotent.
+   With `offline` (the CLI's bulk pushes) the new user rows are also appended to the user views'
+   offline source, so a later `feast materialize` reproduces them; the predictor's route leaves
+   that rewrite (O(users) per push) to the next `scenerec features publish`.
 Events on items the model does not know are stored like any other (the history keeps them; the
 predictor drops ids it cannot score, so they count once the item exists) and counted.
 """
@@ -32,9 +33,9 @@ import hashlib
 import io
 import json
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -242,7 +243,12 @@ def _event_hash(row: Any) -> str:
 
 # ---- the event log ----------------------------------------------------------------------------
 class EventLog:
-    """The accepted events, one parquet file per push under `<repo>/data/events/`, and their ids."""
+    """The accepted events, appended as JSON lines to one file per UTC day under
+    `<repo>/data/events/`, and their ids (what makes a push idempotent).
+
+    One push is one `write` of whole lines, flushed and fsynced before the push is acknowledged: a
+    crash can leave at most an unacknowledged partial last line, which `read` skips (and reports).
+    """
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
@@ -256,10 +262,7 @@ class EventLog:
     def ids(self) -> set[str]:
         """Ids of every accepted event (read once, then kept up to date by `append`)."""
         if self._ids is None:
-            ids: set[str] = set()
-            for path in sorted(self.directory.glob("*.parquet")):
-                ids.update(pd.read_parquet(path, columns=[EVENT_ID])[EVENT_ID].astype(str))
-            self._ids = ids
+            self._ids = set(self.read()[EVENT_ID].astype(str))
         return self._ids
 
     def new(self, events: pd.DataFrame) -> pd.DataFrame:
@@ -269,25 +272,42 @@ class EventLog:
         return events[fresh.to_numpy()]
 
     def append(self, events: pd.DataFrame) -> Path | None:
-        """Write the events as one new file (temporary name, then rename); their ids become known."""
+        """Append the events (one write, fsynced); their ids become known."""
         if len(events) == 0:
             return None
         self.directory.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        path = self.directory / f"events-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = path.with_name(f".{path.name}.tmp")
-        events.to_parquet(tmp, index=False)
-        tmp.replace(path)
+        path = self.directory / f"events-{datetime.now(UTC):%Y%m%d}.jsonl"
+        frame = events.assign(**{c.TIMESTAMP: events[c.TIMESTAMP].map(lambda t: t.isoformat())})
+        text = "".join(json.dumps(record) + "\n" for record in frame.to_dict(orient="records"))
         with self._lock:
+            descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(descriptor, text.encode())
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
             self.ids().update(events[EVENT_ID])
         return path
 
     def read(self) -> pd.DataFrame:
         """Every accepted event, in the data contract's interaction columns plus event_id."""
-        files = sorted(self.directory.glob("*.parquet"))
-        if not files:
+        records: list[dict[str, Any]] = []
+        for path in sorted(self.directory.glob("events-*.jsonl")):
+            lines = path.read_text().split("\n")
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:  # only an unacknowledged push's partial last line
+                    log.warning(
+                        "%s: line %d is incomplete (a push cut off before it was accepted)", path, number
+                    )
+        if not records:
             return pd.DataFrame(columns=list(EVENT_COLUMNS))
-        return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+        frame = pd.DataFrame.from_records(records, columns=list(EVENT_COLUMNS))
+        frame[c.TIMESTAMP] = pd.to_datetime(frame[c.TIMESTAMP], utc=True, format="ISO8601")
+        return frame
 
 
 # ---- folding events into user rows ------------------------------------------------------------
@@ -385,14 +405,19 @@ class EventPusher:
         self.store, self.log, self.config = store, event_log, config
         self.known_items, self.offline = known_items, offline
         self._lock = threading.Lock()  # pushes of one process are serialised (read-fold-write)
-        self._features = self._user_features()
-
-    def _user_features(self) -> list[str]:
-        refs: list[str] = []
-        for name in (HISTORY_VIEW, PROFILE_VIEW):
-            view = self.store.get_feature_view(name)
-            refs.extend(f"{name}:{f.name}" for f in view.features)
-        return refs
+        # the push source's views, read from the registry once (Feast's push parses them per call)
+        self._views = [
+            view
+            for view in store.list_feature_views()
+            if getattr(view.stream_source, "name", None) == USER_PUSH
+        ]
+        if {v.name for v in self._views} != {HISTORY_VIEW, PROFILE_VIEW}:
+            raise ScenerecError(
+                f"feature repo {store.repo_path}: push source {USER_PUSH!r} must feed {HISTORY_VIEW} and "
+                f"{PROFILE_VIEW} (found {sorted(v.name for v in self._views)}); "
+                "run `scenerec features publish`"
+            )
+        self._features = [f"{v.name}:{f.name}" for v in self._views for f in v.features]
 
     def push(self, events: pd.DataFrame) -> PushResult:
         started = time.perf_counter()
@@ -433,10 +458,10 @@ class EventPusher:
         return pd.DataFrame(rows)
 
     def _write(self, rows: pd.DataFrame) -> None:
-        from feast.data_source import PushMode
-
+        provider = self.store._get_provider()
         try:
-            self.store.push(USER_PUSH, rows, to=PushMode.ONLINE)
+            for view in self._views:  # what FeatureStore.push does per view, minus the registry reads
+                provider.ingest_df(view, rows[[USER_ID, *(f.name for f in view.features), EVENT_TIMESTAMP]])
         except Exception as e:
             raise StoreUnavailable(
                 f"feature store write failed during the push ({type(e).__name__}: {e})"

@@ -97,7 +97,6 @@ def test_observed_history_oracle_sits_below_the_latent_state_oracle() -> None:
     assert observed["ndcg@10"] > 0.95 * oracle["ndcg@10"]
 
 
-
 def test_references_that_read_only_the_log() -> None:
     """Estimating the interest mixture from the log costs ranking quality against knowing it, and
     not knowing a new item's popularity costs the oracle on a long-tailed catalogue."""

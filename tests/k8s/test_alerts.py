@@ -245,9 +245,11 @@ def test_each_fault_fires_its_alert(
         def swap(selector: str) -> str | None:
             if not selector.startswith("scenerec_feature_store_circuit"):
                 return selector
-            return selector.replace('state="open"', 'state="@"').replace(
-                'state="closed"', 'state="open"'
-            ).replace('state="@"', 'state="closed"')
+            return (
+                selector.replace('state="open"', 'state="@"')
+                .replace('state="closed"', 'state="open"')
+                .replace('state="@"', 'state="closed"')
+            )
 
         series = _relabelled(series, swap)
     else:  # no pod reports ready: the series is gone

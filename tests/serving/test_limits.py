@@ -40,9 +40,10 @@ def test_small_calls_overtake_large_ones_and_a_full_lane_sheds(
         first = threading.Thread(target=large)
         first.start()
         deadline = time.monotonic() + 30  # until the large call holds the lane
-        while "scenerec_large_calls_in_lane{model=\"scenerec\"} 1.0" not in httpx.get(
-            f"{server.http}/metrics", timeout=10
-        ).text:
+        while (
+            'scenerec_large_calls_in_lane{model="scenerec"} 1.0'
+            not in httpx.get(f"{server.http}/metrics", timeout=10).text
+        ):
             assert time.monotonic() < deadline and first.is_alive(), "the large call never reached its lane"
             time.sleep(0.01)
         shed = httpx.post(url, json=LARGE, timeout=60)
