@@ -98,6 +98,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=1.0,
         help="with --batching auto: idle time after which a lone request is scored on the event loop",
     )
+    parser.add_argument(
+        "--model_watch_s",
+        type=float,
+        default=0.0,
+        help="check --model_dir's manifest every this many seconds and swap to a new version that passes "
+        "its checks, without dropping a request (0: off; POST /v2/repository/models/NAME/load does "
+        "the same on demand)",
+    )
     parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="larger request bodies get 413")
     parser.add_argument(
         "--drain_seconds",
@@ -226,6 +234,7 @@ def serve(args: argparse.Namespace) -> None:
         idle_s=args.batching_idle_ms / 1000,
         breaker=breaker_settings(args),
         limits=call_limits(args),
+        watch_s=args.model_watch_s,
     )
     model.load()
     server = ModelServer(

@@ -92,6 +92,11 @@ EVENTS = Counter(
     "refused calls, store_unavailable calls)",
     ["model", "outcome"],
 )
+MODEL_SWAPS = Counter(
+    "scenerec_model_swaps_total",
+    "Model version swaps by outcome (swapped; refused: the new version failed a check, the old serves)",
+    ["model", "outcome"],
+)
 SHED = Counter("scenerec_shed_calls_total", "Large calls refused with 429: their lane was full", ["model"])
 REQUESTS = Counter(
     "scenerec_requests_total", "Recommendation requests by scene and outcome", ["model", "scene", "outcome"]

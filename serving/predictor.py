@@ -13,6 +13,7 @@ import asyncio
 import gc
 import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -24,6 +25,7 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from scenerec.artifact import ArtifactError, read_manifest
 from scenerec.features.readers import FeatureReadError, FeatureTimeout  # light: no Feast import
 from serving import metrics
 from serving.admission import Limits, Overloaded, admit, lane
@@ -51,6 +53,30 @@ HISTORY_ITEMS, HISTORY_SCENES = "history_item_ids", "history_scenes"
 BATCHING = ("auto", "on", "off")
 
 
+class SwapRefused(ValueError):
+    """A new model version failed a check before the swap: the served one is unchanged."""
+
+
+def check_swap(current: Runtime, candidate: Runtime) -> None:
+    """What a new version must share with the served one, and its export's parity record."""
+    service, served = candidate.manifest.get("feature_service"), current.manifest.get("feature_service")
+    if service != served:
+        raise SwapRefused(
+            f"feature service {service!r} differs from the served {served!r} "
+            "(a new feature set needs its features published first, then a new predictor)"
+        )
+    path = candidate.model_dir / "parity.json"
+    try:
+        parity = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SwapRefused(f"{path}: no parity record ({e})") from e
+    tolerance = float(parity.get("tolerance", 1e-4))
+    for graph, record in parity.get("graphs", {}).items():
+        error = record.get("max_abs_error") if isinstance(record, dict) else None
+        if error is None or not float(error) <= tolerance:
+            raise SwapRefused(f"{path}: graph {graph} parity error {error} exceeds the tolerance {tolerance}")
+
+
 class ScenerecModel(Model):
     """Ranked items for (user, scene, context) requests over V1, V2 REST and V2 gRPC."""
 
@@ -70,8 +96,13 @@ class ScenerecModel(Model):
         idle_s: float = 0.001,
         breaker: BreakerSettings | None = None,
         limits: Limits | None = None,
+        watch_s: float = 0.0,
     ) -> None:
         super().__init__(name)
+        if watch_s < 0:
+            raise ValueError(f"model_watch_s must be >= 0, got {watch_s}")
+        self.watch_s = watch_s
+        self._watcher: threading.Thread | None = None
         self.model_dir, self.feature_repo, self.feature_config = Path(model_dir), feature_repo, feature_config
         self.feature_timeout_s = feature_timeout_s
         self.features, self.runtime = features, runtime
@@ -89,6 +120,7 @@ class ScenerecModel(Model):
         self._large_in_lane = 0
         self._longest_id = 0
         self.version = "unloaded"
+        self._swap_lock = threading.Lock()
         self.breaker_settings = breaker or BreakerSettings()
         self._breaker = self._new_breaker()
 
@@ -141,8 +173,75 @@ class ScenerecModel(Model):
         self._warm_up()  # again after the collection, which left the caches cold for the first request
         metrics.READY.labels(self.name).set(1)
         self.ready = True
+        if self.watch_s > 0 and self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="scenerec-model-watch", daemon=True)
+            self._watcher.start()
         self._publish_detail()
         return self.ready
+
+    # ---- model swaps -------------------------------------------------------------------------
+    def swap(self, model_dir: str | Path | None = None) -> str:
+        """Serve the model in `model_dir` (default: this model's directory, read again) if it is a
+        new version that passes its checks; the old one keeps serving otherwise. Returns the
+        version served afterwards; raises `SwapRefused` naming the failed check.
+
+        Checks, all before the swap: the manifest and every file's hash, each graph's signature
+        (`Runtime.from_model_dir`), the export's parity record within its tolerance, the same
+        feature service, and a trial of the whole request path (a real feature read, three scored
+        batches with finite scores). The swap itself is one assignment between two batches.
+        """
+        directory = Path(model_dir) if model_dir is not None else self.model_dir
+        with self._swap_lock:
+            assert self.runtime is not None
+            try:
+                manifest = read_manifest(directory)
+                if manifest["model_version"] == self.version and directory == self.model_dir:
+                    return self.version
+                candidate = Runtime.from_model_dir(directory, device=self.device, threads=self.threads)
+                check_swap(self.runtime, candidate)
+                candidate.retrieval_depth = self.retrieval_depth
+                probe = Request(user_id="__scenerec_warm_up__", k=10)
+                for _ in range(3):
+                    answer = self.recommend([probe], record=False, runtime=candidate)
+                    if not all(np.isfinite(i["score"]) for a in answer for i in a["items"]):
+                        raise SwapRefused(f"{directory}: the trial answers have non-finite scores")
+            except (ArtifactError, SwapRefused, OSError, ValueError, KeyError) as e:
+                metrics.MODEL_SWAPS.labels(self.name, "refused").inc()
+                log.error("model swap to %s refused, %s keeps serving: %s", directory, self.version, e)
+                raise SwapRefused(f"{directory}: {e}") from e
+            old = self.version
+            self._longest_id = max(
+                self._longest_id, *(len(json.dumps(str(i))) - 2 for i in candidate.item_ids)
+            )
+            self.runtime, self.model_dir = candidate, directory
+            self.version = candidate.manifest["model_version"]
+            metrics.MODEL_INFO.labels(self.name, old).set(0)
+            metrics.MODEL_INFO.labels(self.name, self.version).set(1)
+            metrics.MODEL_SWAPS.labels(self.name, "swapped").inc()
+            log.info("model swapped: %s -> %s (%s)", old, self.version, directory)
+            return self.version
+
+    def _watch(self) -> None:
+        """Swap when the model directory's manifest names another version (`--model_watch_s`).
+
+        A refused version is not retried until its manifest changes again (it is logged and
+        counted once, not every few seconds)."""
+        refused: tuple[float, int] | None = None
+        while True:
+            time.sleep(self.watch_s)
+            path = self.model_dir / "manifest.json"
+            try:
+                stat = path.stat()
+                mark = (stat.st_mtime, stat.st_size)
+                version = json.loads(path.read_text()).get("model_version")
+            except (OSError, json.JSONDecodeError):
+                continue  # mid-replacement: look again next time
+            if version == self.version or mark == refused:
+                continue
+            try:
+                self.swap()
+            except SwapRefused:
+                refused = mark
 
     def _publish_detail(self) -> None:
         """Readiness detail in this process (serving/health.py): the feature store's breaker."""
@@ -174,6 +273,8 @@ class ScenerecModel(Model):
             features=None,
             _worker=None,
             _large_worker=None,
+            _swap_lock=None,
+            _watcher=None,
             _large_in_lane=0,
             _pending=[],
             _draining=False,
@@ -187,6 +288,7 @@ class ScenerecModel(Model):
         self.__dict__.update(state)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenerec-scoring")
         self._large_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenerec-large")
+        self._swap_lock = threading.Lock()
         self._breaker = self._new_breaker()
 
     def _warm_up(self) -> None:
@@ -203,9 +305,9 @@ class ScenerecModel(Model):
         response_headers: dict[str, str] | None = None,
     ) -> dict[str, Any] | InferResponse:
         requests = parse_v2(payload) if isinstance(payload, InferRequest) else parse_v1(payload)
-        for row, request in enumerate(requests):  # a bad candidate list fails its own call, not a batch
-            self._candidate_indices(request, row)
         assert self.runtime is not None
+        for row, request in enumerate(requests):  # a bad candidate list fails its own call, not a batch
+            self._candidate_indices(request, row, self.runtime)
         found = admit(requests, self.limits, self.runtime.n_items, self._longest_id)  # 413: before any work
         if lane(found, self.limits) == "large":
             answers = await self._score_large(requests)
@@ -295,13 +397,19 @@ class ScenerecModel(Model):
         return [{"name": name, "datatype": dtype, "shape": [-1, -1]} for name, dtype in V2_OUTPUTS.items()]
 
     # ---- the request path ---------------------------------------------------------------------
-    def recommend(self, requests: list[Request], record: bool = True) -> list[dict[str, Any]]:
+    def recommend(
+        self, requests: list[Request], record: bool = True, runtime: Runtime | None = None
+    ) -> list[dict[str, Any]]:
         """Answers for a batch of validated requests (one ONNX run per graph for the whole batch);
-        `record=False` leaves the metrics alone (the warm-up)."""
-        assert self.runtime is not None and self.features is not None
-        rt, model = self.runtime, self.name
+        `record=False` leaves the metrics alone (the warm-up). The batch reads `self.runtime` once,
+        so a model swap between batches never mixes two versions in one answer; `runtime` scores
+        with another one (a candidate version's trial before the swap)."""
+        assert self.features is not None
+        rt = runtime or self.runtime
+        assert rt is not None
+        model = self.name
         started = time.perf_counter()
-        histories = self._read_histories(requests, record)
+        histories = self._read_histories(requests, record, rt)
         queries, reasons = [], []
         for row, request in enumerate(requests):
             why: list[str] = []
@@ -313,7 +421,7 @@ class ScenerecModel(Model):
                 item_ids, scene_ids, unknown_user = history
                 if unknown_user:
                     why.append("unknown_user")
-                ids, scenes = self._history_indices(item_ids, scene_ids)
+                ids, scenes = self._history_indices(item_ids, scene_ids, rt)
             scene = rt.scene_index.get(request.scene or rt.manifest["vocab"]["default_scene"])
             if scene is None:
                 why.append("unknown_scene")
@@ -326,7 +434,7 @@ class ScenerecModel(Model):
                     device=rt.device_index.get(request.device or "", rt.n_devices),
                     timestamp=request.timestamp,
                     k=request.k,
-                    candidates=self._candidate_indices(request, row),
+                    candidates=self._candidate_indices(request, row, rt),
                     exclude=ids if request.exclude_seen else np.zeros(0, dtype=np.int64),
                 )
             )
@@ -352,19 +460,20 @@ class ScenerecModel(Model):
                     metrics.FALLBACKS.labels(model, reason).inc()
                 scene_label = rt.scenes[query.scene]
                 metrics.REQUESTS.labels(model, scene_label, "fallback" if why else "ok").inc()
-            answers.append({"items": items, "model_version": self.version, "fallback": ",".join(why) or None})
+            version = rt.manifest["model_version"]
+            answers.append({"items": items, "model_version": version, "fallback": ",".join(why) or None})
         if record:
             metrics.BATCH_SECONDS.labels(model).observe(time.perf_counter() - started)
         self._last_scored = time.monotonic()
         return answers
 
     def _read_histories(
-        self, requests: list[Request], record: bool
+        self, requests: list[Request], record: bool, rt: Runtime
     ) -> list[tuple[list[str], list[str], bool] | None]:
         """(history items, history scenes, unknown user) per request, or None for each when the
         store is skipped (circuit open) or its batch read failed: one read, one deadline."""
-        assert self.runtime is not None and self.features is not None
-        rt, model = self.runtime, self.name
+        assert self.features is not None
+        model = self.name
         if not self._breaker.allow():
             return [None] * len(requests)
         default_scene = rt.scenes[rt.default_scene]
@@ -391,10 +500,11 @@ class ScenerecModel(Model):
             )
         return histories
 
-    def _history_indices(self, item_ids: list[str], scene_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _history_indices(
+        item_ids: list[str], scene_ids: list[str], rt: Runtime
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Item and scene indices of a history, oldest first; items the model does not know are dropped."""
-        assert self.runtime is not None
-        rt = self.runtime
         items = rt.item_indices(item_ids)
         scenes = np.array([rt.scene_index.get(s, rt.default_scene) for s in scene_ids], dtype=np.int64)
         if len(scenes) != len(items):
@@ -402,11 +512,11 @@ class ScenerecModel(Model):
         known = items >= 0
         return items[known].astype(np.int64), scenes[known]
 
-    def _candidate_indices(self, request: Request, row: int) -> np.ndarray | None:
+    @staticmethod
+    def _candidate_indices(request: Request, row: int, rt: Runtime) -> np.ndarray | None:
         if request.candidates is None:
             return None
-        assert self.runtime is not None
-        indices = self.runtime.item_indices(request.candidates)
+        indices = rt.item_indices(request.candidates)
         unknown = np.flatnonzero(indices < 0)
         if len(unknown):
             first = int(unknown[0])
