@@ -199,3 +199,25 @@ def test_push_reaches_redis(redis_repo: Path, trained_model: tuple[Path, Path]) 
 
         publish(*trained_model, redis_repo, online_store="redis")
         shutil.rmtree(redis_repo / "data" / "events", ignore_errors=True)
+
+
+def test_cli_pushes_a_file_and_refuses_a_bad_one(
+    sqlite_copy: Path, trained_model: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scenerec.cli import main
+
+    _, model = trained_model
+    user = str(pd.read_parquet(sqlite_copy / "data/sources/users.parquet")["user_id"].iloc[5])
+    store = open_store(sqlite_copy, resolve_yaml(sqlite_copy))
+    item = _new_item_for(store, user, model)
+    good = tmp_path / "events.parquet"
+    stamp = pd.Timestamp.now(tz="UTC") - pd.Timedelta(minutes=2)
+    pd.DataFrame({"user_id": [user], "item_id": [item], TIMESTAMP: [stamp]}).to_parquet(good)
+    args = ["events", "push", "--model", str(model), "--repo", str(sqlite_copy), "--json"]
+    assert main([*args, "--data", str(good)]) == 0
+    assert '"accepted": 1' in capsys.readouterr().out
+    assert _history(store, user)[-1] == item
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id,item_id,event_timestamp\nu1,i1,2026-01-01T10:00:00Z\nu1,i2,yesterday\n")
+    assert main([*args, "--data", str(bad)]) == 2
+    assert "bad.csv: row 2, field event_timestamp: 'yesterday'" in capsys.readouterr().err
