@@ -75,6 +75,11 @@ def _pusher(model: ScenerecModel) -> EventPusher:
     return pusher
 
 
+def forget_pusher(model_name: str) -> None:
+    """Drop a model's pusher (after a model swap): the next push builds one for the new version."""
+    _pushers.pop(model_name, None)
+
+
 def _push(model: ScenerecModel, body: bytes) -> dict[str, Any]:
     from scenerec.features.events import parse_json_lines
 

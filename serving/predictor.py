@@ -218,6 +218,9 @@ class ScenerecModel(Model):
             metrics.MODEL_INFO.labels(self.name, old).set(0)
             metrics.MODEL_INFO.labels(self.name, self.version).set(1)
             metrics.MODEL_SWAPS.labels(self.name, "swapped").inc()
+            from serving.events_route import forget_pusher
+
+            forget_pusher(self.name)  # the next push reads the new version's config and catalogue
             log.info("model swapped: %s -> %s (%s)", old, self.version, directory)
             return self.version
 

@@ -27,16 +27,12 @@ predictor drops ids it cannot score, so they count once the item exists) and cou
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import io
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,7 +43,7 @@ import pandas as pd
 
 from scenerec.config import Config
 from scenerec.data import schema as c
-from scenerec.data.io import write_parquet
+from scenerec.data.io import file_lock, write_parquet
 from scenerec.errors import DataError, ScenerecError
 from scenerec.features.compute import EVENT_TIMESTAMP, USER_ID
 
@@ -421,7 +417,9 @@ class EventPusher:
 
     def push(self, events: pd.DataFrame) -> PushResult:
         started = time.perf_counter()
-        with self._lock, _repo_lock(Path(self.store.repo_path)):
+        # pushes to one repo from several processes (CLI, predictor workers) go one at a time:
+        # each reads, folds and writes user rows, which two at once would overwrite
+        with self._lock, file_lock(Path(self.store.repo_path) / "data" / ".events.lock"):
             fresh = self.log.new(events)
             unknown = 0 if self.known_items is None else int((~fresh[c.ITEM_ID].isin(self.known_items)).sum())
             rows = self._user_rows(fresh) if len(fresh) else pd.DataFrame()
@@ -481,24 +479,3 @@ class EventPusher:
         existing = pd.read_parquet(path)
         combined = pd.concat([existing, rows[existing.columns]], ignore_index=True)
         write_parquet(combined, path)
-
-
-@contextlib.contextmanager
-def _repo_lock(repo: Path) -> Iterator[None]:
-    """Pushes to one repo from several processes (CLI, predictor workers) one at a time: each
-    reads, folds and writes user rows, which two at once would overwrite."""
-    path = repo / "data" / ".events.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def events_csv(frame: pd.DataFrame) -> str:
-    """The events as CSV (for people: `scenerec events push --data` reads it back)."""
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False)
-    return buffer.getvalue()

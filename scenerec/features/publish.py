@@ -25,7 +25,6 @@ deleted, so a rerun loses nothing. Runs on one repo are serialised by a lock fil
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import logging
 import os
@@ -42,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from scenerec.artifact import read_manifest
 from scenerec.config import Config
 from scenerec.data.dataset import load_dataset
-from scenerec.data.io import write_parquet
+from scenerec.data.io import file_lock, write_parquet
 from scenerec.errors import ScenerecError
 from scenerec.features.compute import SOURCE_FILES, FeatureTables, feature_tables
 from scenerec.features.repo import (
@@ -106,7 +105,7 @@ def publish(
 
     data_root = repo / "data"
     data_root.mkdir(exist_ok=True)
-    with _lock(data_root / ".publish.lock"), _staging(data_root) as stage:
+    with file_lock(data_root / ".publish.lock"), _staging(data_root) as stage:
         for entity, table in tables.by_entity().items():
             write_parquet(table, stage / SOURCE_FILES[entity])
         for rel in paths:
@@ -226,16 +225,6 @@ def _staging(data_root: Path) -> Iterator[Path]:
         yield stage
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def summary(result: PublishResult) -> dict[str, Any]:
