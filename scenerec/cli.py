@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="the model directory to write")
     train.add_argument("--baselines", type=Path, default=None, help="reuse this metrics.json's baselines")
     train.add_argument("--cache", type=Path, default=Path(".cache/scenerec"), help="text embedding cache")
+    train.add_argument(
+        "--warm-start",
+        type=Path,
+        default=None,
+        help="continue from this model directory's weights (new items start from their text)",
+    )
     _config_flags(train)
     train.set_defaults(handler=_train)
 
@@ -199,7 +205,14 @@ def _train(args: argparse.Namespace) -> int:
     from scenerec.train import train
 
     config = load_config(args.config, args.overrides)
-    metrics = train(args.data, args.out, config, baselines_from=args.baselines, cache_dir=args.cache)
+    metrics = train(
+        args.data,
+        args.out,
+        config,
+        baselines_from=args.baselines,
+        cache_dir=args.cache,
+        warm_start=args.warm_start,
+    )
     if not metrics:  # a non-zero torchrun rank: rank 0 writes and reports
         return 0
     truth = _truth(args.data)

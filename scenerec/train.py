@@ -39,6 +39,7 @@ from scenerec.model.fit import FitResult, fit, item_statistics
 from scenerec.model.inputs import inputs_from_cases
 from scenerec.model.joint import JointModel
 from scenerec.model.scorer import TorchScorer
+from scenerec.model.warm_start import CHECKPOINT, WarmStart, checkpoint_state
 from scenerec.onnx_runtime import create_session
 from scenerec.onnx_scorer import OnnxScorer
 from scenerec.report import write_report
@@ -63,9 +64,16 @@ def train(
     config: Config,
     baselines_from: Path | None = None,
     cache_dir: Path | None = None,
+    warm_start: Path | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate and export to `out_dir`; returns the metrics written to metrics.json."""
+    """Train, evaluate and export to `out_dir`; returns the metrics written to metrics.json.
+
+    `warm_start`: a previous model directory whose weights the main model starts from
+    (`scenerec.model.warm_start`); ablations and baselines are trained as always."""
     started = time.perf_counter()
+    warm = WarmStart.load(warm_start) if warm_start is not None else None
+    if warm is not None:
+        warm.check_config(config.to_dict()["model"])
     for name in config.train.ablations:  # a typo fails now, not after the main model has trained
         _variant(config, name)
     rank, _ = init_distributed(config.train.device)
@@ -76,7 +84,7 @@ def train(
     split = leave_last_out(dataset)
     valid_cases, test_cases = split.valid_cases(), split.test_cases()
     slices = scene_slices(test_cases, dataset.vocab)
-    main = fit(dataset, split.train, valid_cases, config, text, desc="model")
+    main = fit(dataset, split.train, valid_cases, config, text, desc="model", warm=warm)
     log.info(
         "model: best epoch %d, valid ndcg@10 %.4f, %.0f s",
         main.best_epoch,
@@ -102,6 +110,7 @@ def train(
         encoder_info = export_text_encoder_onnx(encoder, staging / "text_encoder.onnx")
         parity["text_encoder"] = {k: encoder_info[k] for k in ("max_abs_error", "batch_sizes")}
         _write_tables(staging, dataset, split.train, exported["item_vectors"], text.numpy(), main.model)
+        torch.save(checkpoint_state(main.model), staging / CHECKPOINT)  # what a warm start reads
         manifest = _manifest(staging, dataset, config, main, encoder_info)
         write_json(manifest, staging / MANIFEST)
         model_metrics = _evaluate_shipped(staging, dataset, test_cases, slices, config)
@@ -109,6 +118,7 @@ def train(
         model_metrics["lambda"] = {**_learned_lambda(main.model, dataset), "valid_scale": main.lambda_scale}
         model_metrics["item_item"] = {**main.item_item, "scene": _item_item_weights(main.model, dataset)}
         model_metrics["training"] = {
+            "warm_start": {"from": str(warm.source), **main.warm_start} if warm is not None else None,
             "best_epoch": main.best_epoch,
             "epochs": main.epochs,
             "seconds": round(main.seconds, 1),

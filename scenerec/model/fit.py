@@ -32,6 +32,7 @@ from scenerec.model.joint import JointModel
 from scenerec.model.losses import alignment_infonce, full_softmax, history_pairs, sampled_softmax
 from scenerec.model.scorer import TorchScorer
 from scenerec.model.sequences import Windows, build_windows
+from scenerec.model.warm_start import WarmStart
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class FitResult:
     device: str = "cpu"
     lambda_scale: dict[str, float] = field(default_factory=dict)  # per scene, chosen on valid
     item_item: dict[str, Any] = field(default_factory=dict)  # B's L2, K, initial weight, valid factors
+    warm_start: dict[str, int] = field(default_factory=dict)  # items kept / new, when warm-started
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -128,8 +130,10 @@ def fit(
     config: Config,
     text: torch.Tensor | None,
     desc: str = "training",
+    warm: WarmStart | None = None,
 ) -> FitResult:
     """Train on `train_rows`, early-stop on `valid_cases`; returns the best model (in eval mode).
+    `warm`: start from a previous model's weights instead of a fresh initialisation.
 
     Deterministic on CPU: torch's deterministic algorithms are on while fitting (some CPU backward
     kernels accumulate in thread order otherwise), then restored.
@@ -141,7 +145,7 @@ def fit(
     # cost ~30% of a training step here); no result reads uninitialised memory, so it stays off
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     try:
-        return _fit(dataset, train_rows, valid_cases, config, text, desc)
+        return _fit(dataset, train_rows, valid_cases, config, text, desc, warm)
     finally:
         torch.use_deterministic_algorithms(previous)
         torch.utils.deterministic.fill_uninitialized_memory = previous_fill  # type: ignore[attr-defined]
@@ -154,6 +158,7 @@ def _fit(
     config: Config,
     text: torch.Tensor | None,
     desc: str = "training",
+    warm: WarmStart | None = None,
 ) -> FitResult:
     tc, mc = config.train, config.model
     torch.manual_seed(tc.seed)
@@ -177,12 +182,22 @@ def _fit(
     use_conversion = 0.0 < conversions.mean() < 1.0 and tc.conversion_weight > 0
     neighbours = item_item_neighbours(dataset, train_rows, valid_cases, config)
     model = build_model(dataset, train_rows, config, text, neighbours).to(device)
+    warm_counts: dict[str, int] = {}
+    if warm is not None:
+        vocab = dataset.vocab
+        warm_counts = warm.apply(
+            model,
+            [str(i) for i in vocab.items],
+            [str(s) for s in vocab.scenes],
+            [str(d) for d in vocab.devices],
+        )
     result_item_item: dict[str, Any] = {}
     training_item_item: TrainingItemItem | None = None
     if neighbours is not None:
         w0 = initial_weight(neighbours, valid_cases, mc.max_history)
-        with torch.no_grad():
-            model.item_item_scene.fill_(float(np.log(w0)))
+        if warm is None:  # a warm start keeps the weights it learned
+            with torch.no_grad():
+                model.item_item_scene.fill_(float(np.log(w0)))
         result_item_item = {
             "l2": neighbours.l2,
             "neighbors": int(neighbours.columns.shape[1]),
@@ -204,7 +219,12 @@ def _fit(
     if world > 1:
         step = torch.nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     result = FitResult(
-        model=model, best_epoch=-1, best_valid={}, device=str(device), item_item=result_item_item
+        model=model,
+        best_epoch=-1,
+        best_valid={},
+        device=str(device),
+        item_item=result_item_item,
+        warm_start=warm_counts,
     )
     best_state: dict[str, Any] | None = None
     started, targets_seen, stale = time.perf_counter(), 0, 0
