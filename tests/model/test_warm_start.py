@@ -68,5 +68,5 @@ def test_warm_start_copies_weights_by_id_and_starts_new_items_from_text(
         "zz-new-2",
     }
     assert torch.isfinite(new.state["items.id_embedding.weight"]).all()
-    with pytest.raises(ConfigError, match="model.dim is 32 here and 16"):
+    with pytest.raises(ConfigError, match=r"model\.dim is 32 here and 16"):
         old.check_config({**old.model_config, "dim": 32})
