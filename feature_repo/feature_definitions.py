@@ -36,6 +36,9 @@ user_push = PushSource(name="user_push", batch_source=user_source)
 item_source = FileSource(
     name="item_source", path="data/sources/items.parquet", timestamp_field="event_timestamp"
 )
+# New items: `scenerec items add` and the predictor's items route push an added item's vectors and
+# profile here, behind both item views (scenerec.features.items).
+item_push = PushSource(name="item_push", batch_source=item_source)
 scene_source = FileSource(
     name="scene_source", path="data/sources/scenes.parquet", timestamp_field="event_timestamp"
 )
@@ -80,7 +83,7 @@ item_model_vectors = FeatureView(
         Field(name="vector", dtype=Array(Float32), description="the retrieval vector (manifest dims.query)"),
         Field(name="text_embedding", dtype=Array(Float32), description="the encoder's embedding (dims.text)"),
     ],
-    source=item_source,
+    source=item_push,
 )
 
 item_model_profile = FeatureView(
@@ -95,7 +98,7 @@ item_model_profile = FeatureView(
         Field(name="popularity_bucket", dtype=Int64, description="log-count quantile bucket (lambda's)"),
         Field(name="cold", dtype=Bool, description="never seen in training"),
     ],
-    source=item_source,
+    source=item_push,
 )
 
 scene_lifetime_stats = FeatureView(

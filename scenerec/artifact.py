@@ -7,6 +7,7 @@
     retrieval.onnx      query -> masked scores over the whole catalogue and the top k
     ranker.onnx         query parts + candidates -> score, its three parts, p(conversion)
     item_tower.onnx     frozen text embedding -> item vectors of a brand-new item
+    fresh_ranker.onnx   the ranker for items added after export (their tables are inputs)
     text_encoder.onnx   + tokenizer/: item text -> frozen text embedding
     id_maps/            items, scenes, devices (index order)
     items.parquet       item vectors, text embeddings, popularity (also materialized into Feast)
@@ -26,7 +27,7 @@ from scenerec.errors import ScenerecError
 
 FORMAT_VERSION = 2  # 2: the item-item part (retrieval and ranker read the history)
 MANIFEST = "manifest.json"
-GRAPHS = ("user_tower", "retrieval", "ranker", "item_tower", "text_encoder")
+GRAPHS = ("user_tower", "retrieval", "ranker", "item_tower", "fresh_ranker", "text_encoder")
 
 
 class ArtifactError(ScenerecError):

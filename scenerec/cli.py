@@ -99,10 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_evaluate)
 
     from scenerec.features.cli import add_commands as add_feature_commands
-    from scenerec.features.cli import add_event_commands
+    from scenerec.features.cli import add_event_commands, add_item_commands
 
     add_feature_commands(commands)
     add_event_commands(commands)
+    add_item_commands(commands)
     from scenerec.pipeline_cli import add_commands as add_pipeline_commands
 
     add_pipeline_commands(commands)

@@ -37,6 +37,10 @@ RANKER_INPUTS = (
     "candidates",
 )
 RANKER_OUTPUTS = ("score", "parts", "p_conversion")
+ITEM_TOWER_OUTPUTS = ("raw_text", "text", "collaborative", "scene", "bias")
+# the fresh ranker reads the item tables as inputs (ItemTower's outputs of items added after export)
+FRESH_ITEM_INPUTS = ("item_collaborative", "item_raw_text", "item_text", "item_scene", "item_bias")
+FRESH_RANKER_INPUTS = (*RANKER_INPUTS[:4], *FRESH_ITEM_INPUTS, "candidates")
 
 
 class _Frozen(nn.Module):
@@ -82,6 +86,48 @@ class RankerGraph(_Frozen):
         query = QuerySide(query_cf, query_text, query_scene, context, query_cf[:, 0], item_item_weight)
         items = self.items()
         parts = self.model.score_parts(query, items, candidates, history)
+        p_conversion = torch.sigmoid(self.model.conversion_logit(query, items, candidates))
+        return parts.sum(dim=-1), parts, p_conversion
+
+
+class FreshRankerGraph(nn.Module):
+    """The ranker for items added after export: their tables (item_tower.onnx's outputs) are inputs.
+
+    The same parts and conversion head as `RankerGraph`; the item-item part is 0 (a new item has
+    no co-occurrence row or column in the exported B)."""
+
+    def __init__(self, model: JointModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        query_cf: torch.Tensor,
+        query_text: torch.Tensor,
+        query_scene: torch.Tensor,
+        context: torch.Tensor,
+        item_collaborative: torch.Tensor,
+        item_raw_text: torch.Tensor,
+        item_text: torch.Tensor,
+        item_scene: torch.Tensor,
+        item_bias: torch.Tensor,
+        candidates: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        zeros = query_cf[:, 0]
+        query = QuerySide(query_cf, query_text, query_scene, context, zeros, zeros)
+        d = self.model.config.dim
+        items = ItemSide(
+            ids=item_collaborative[:, :d],
+            successor=item_collaborative[:, d:],
+            raw_text=item_raw_text,
+            text=item_text,
+            scene=item_scene,
+            bias=item_bias,
+        )
+        cf = torch.einsum("bd,bcd->bc", query_cf, item_collaborative[candidates])
+        text = torch.einsum("bd,bcd->bc", query_text, item_text[candidates])
+        scene = torch.einsum("bd,bcd->bc", query_scene, item_scene[candidates]) + item_bias[candidates]
+        parts = torch.stack([cf, text, scene, torch.zeros_like(cf)], dim=-1)
         p_conversion = torch.sigmoid(self.model.conversion_logit(query, items, candidates))
         return parts.sum(dim=-1), parts, p_conversion
 
@@ -295,31 +341,87 @@ def export_model_graphs(model: JointModel, out: Path, samples: list[ModelInputs]
     parity["ranker"] = _record(errors, samples)
 
     if model.items.use_text:
-        tower = ItemTowerGraph(model)
-        text = model.items.text
-        batches = [text[:1], text[:16]]
-        export_onnx(
-            tower,
-            (batches[-1],),
-            out / "item_tower.onnx",
-            ["text_embedding"],
-            ["text_vector", "generated_id"],
-            {"text_embedding": {0: "items"}, "text_vector": {0: "items"}, "generated_id": {0: "items"}},
-        )
-        session, _ = create_session(out / "item_tower.onnx")
-        errors = []
-        for batch in batches:
-            with torch.inference_mode():
-                expected = [t.numpy() for t in tower(batch)]
-            got = session.run(None, {"text_embedding": batch.numpy()})
-            errors.append(max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True)))
-        parity["item_tower"] = {"max_abs_error": max(errors), "batch_sizes": [1, 16]}
+        parity["item_tower"] = _export_item_tower(model, out)
+        parity["fresh_ranker"] = _export_fresh_ranker(model, out, items, queries, samples, cand)
     for name, result in parity.items():
         if result["max_abs_error"] > PARITY_TOLERANCE:
             raise OnnxParityError(
                 f"{name}.onnx differs from PyTorch by {result['max_abs_error']:.2e} (> {PARITY_TOLERANCE:g})"
             )
     return {"graphs": parity, "item_vectors": item_vectors}
+
+
+def _export_item_tower(model: JointModel, out: Path) -> dict[str, Any]:
+    tower = ItemTowerGraph(model)
+    text = model.items.text
+    batches = [text[:1], text[:16]]
+    export_onnx(
+        tower,
+        (batches[-1],),
+        out / "item_tower.onnx",
+        ["text_embedding"],
+        list(ITEM_TOWER_OUTPUTS),
+        {"text_embedding": {0: "items"}, **{n: {0: "items"} for n in ITEM_TOWER_OUTPUTS}},
+    )
+    session, _ = create_session(out / "item_tower.onnx")
+    errors = []
+    for batch in batches:
+        with torch.inference_mode():
+            expected = [t.numpy() for t in tower(batch)]
+        got = session.run(list(ITEM_TOWER_OUTPUTS), {"text_embedding": batch.numpy()})
+        errors.append(max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True)))
+    return {"max_abs_error": max(errors), "batch_sizes": [1, 16]}
+
+
+def _export_fresh_ranker(
+    model: JointModel,
+    out: Path,
+    items: ItemSide,
+    queries: list[dict[str, np.ndarray]],
+    samples: list[ModelInputs],
+    candidates: list[torch.Tensor],
+) -> dict[str, Any]:
+    """Export `fresh_ranker.onnx`; parity against PyTorch, and against `ranker.onnx` when given the
+    exported catalogue's own tables (the same items must get the same parts, item-item aside)."""
+    fresh = FreshRankerGraph(model)
+    tables = (items.collaborative(), items.raw_text, items.text, items.scene, items.bias)
+    args = [
+        (*tuple(torch.as_tensor(q[n]) for n in RANKER_INPUTS[:4]), *tables, c)
+        for q, c in zip(queries, candidates, strict=True)
+    ]
+    export_onnx(
+        fresh,
+        args[-1],
+        out / "fresh_ranker.onnx",
+        list(FRESH_RANKER_INPUTS),
+        list(RANKER_OUTPUTS),
+        {
+            **{n: {0: "batch"} for n in RANKER_INPUTS[:4]},
+            **{n: {0: "items"} for n in FRESH_ITEM_INPUTS},
+            "candidates": {0: "batch", 1: "candidates"},
+            **{n: {0: "batch", 1: "candidates"} for n in RANKER_OUTPUTS},
+        },
+    )
+    session, _ = create_session(out / "fresh_ranker.onnx")
+    ranker, _ = create_session(out / "ranker.onnx")
+    errors = []
+    for arg, query, sample in zip(args, queries, samples, strict=True):
+        with torch.inference_mode():
+            expected = [t.numpy() for t in fresh(*arg)]
+        feeds = {n: a.numpy() for n, a in zip(FRESH_RANKER_INPUTS, arg, strict=True)}
+        got = session.run(list(RANKER_OUTPUTS), feeds)
+        errors.append(max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True)))
+        _, parts, p_conv = ranker.run(
+            list(RANKER_OUTPUTS),
+            {
+                **{n: query[n] for n in RANKER_INPUTS[:5]},
+                "history": sample.hist_items,
+                "candidates": feeds["candidates"],
+            },
+        )
+        errors.append(float(np.abs(got[1][..., :3] - parts[..., :3]).max()))
+        errors.append(float(np.abs(got[2] - p_conv).max()))
+    return _record(errors, samples)
 
 
 def _history_axis_error(session: Any, sample: ModelInputs, pads: dict[str, int], keep: int = 5) -> float:

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from scenerec import __version__
-from scenerec.artifact import FORMAT_VERSION, MANIFEST, file_hashes, graph_signature
+from scenerec.artifact import FORMAT_VERSION, GRAPHS, MANIFEST, file_hashes, graph_signature
 from scenerec.baselines.runner import run_baselines
 from scenerec.config import Config
 from scenerec.data import schema as c
@@ -204,7 +204,7 @@ def _manifest(
     files = file_hashes(staging)
     digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:8]
     graphs = {}
-    for name in ("user_tower", "retrieval", "ranker", "item_tower", "text_encoder"):
+    for name in GRAPHS:
         path = staging / f"{name}.onnx"
         if path.is_file():
             session, _ = create_session(path)

@@ -26,9 +26,12 @@ from serving.requests import Request
 from serving.runtime import PART_NAMES
 
 # Longest JSON text of one answer item besides its id: the score and, explained, each part and
-# p_conversion, each a float of at most 24 characters (repr of a float64), with keys and commas.
+# p_conversion, each a float of at most 24 characters (repr of a float64), with keys and commas,
+# and whether the item was added after training.
 _ITEM_BYTES = len('{"item_id":"","score":},') + 24
-_PARTS_BYTES = len(',"parts":{},"p_conversion":') + 24 + sum(len(f'"{p}":,') + 24 for p in PART_NAMES)
+_PARTS_BYTES = (
+    len(',"parts":{},"p_conversion":,"new":false') + 24 + sum(len(f'"{p}":,') + 24 for p in PART_NAMES)
+)
 _ANSWER_BYTES = 256  # one instance's envelope: model_version, every fallback reason, separators
 
 

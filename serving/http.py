@@ -223,8 +223,10 @@ def install_http_extras(max_body_bytes: int, drain_seconds: float = 20.0) -> Non
     install_grpc_metrics()
     app.add_api_route("/metrics", metrics_page, methods=["GET"])
     from serving.events_route import install_events_route
+    from serving.items_route import install_items_route
 
     install_events_route(app)
+    install_items_route(app)
     from fastapi.exceptions import RequestValidationError
 
     from serving.admission import LimitExceeded, Overloaded

@@ -97,6 +97,18 @@ MODEL_SWAPS = Counter(
     "Model version swaps by outcome (swapped; refused: the new version failed a check, the old serves)",
     ["model", "outcome"],
 )
+ITEM_CHANGES = Counter(
+    "scenerec_item_changes_total",
+    "Catalogue changes through POST /v1/models/{name}/items by outcome (add, hide, show, remove; "
+    "refused and store_unavailable calls)",
+    ["model", "outcome"],
+)
+CATALOGUE_ITEMS = Gauge(
+    "scenerec_catalogue_items",
+    "Items served beside the trained catalogue: added (after training) and hidden",
+    ["model", "kind"],
+    multiprocess_mode="max",
+)
 SHED = Counter("scenerec_shed_calls_total", "Large calls refused with 429: their lane was full", ["model"])
 REQUESTS = Counter(
     "scenerec_requests_total", "Recommendation requests by scene and outcome", ["model", "scene", "outcome"]

@@ -31,7 +31,7 @@ from serving import metrics
 from serving.admission import Limits, Overloaded, admit, lane
 from serving.breaker import STATES, BreakerSettings, CircuitBreaker
 from serving.requests import V2_INPUTS, V2_OUTPUTS, Request, parse_v1, parse_v2
-from serving.runtime import PART_NAMES, Query, Runtime
+from serving.runtime import PART_NAMES, Overlay, Query, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ class ScenerecModel(Model):
         self._longest_id = 0
         self.version = "unloaded"
         self._swap_lock = threading.Lock()
+        self._catalogue: Any = None  # serving.catalogue_follower.CatalogueFollower of self.runtime
         self.breaker_settings = breaker or BreakerSettings()
         self._breaker = self._new_breaker()
 
@@ -155,6 +156,7 @@ class ScenerecModel(Model):
                 timeout_s=self.feature_timeout_s,
             )
         self._history_names = self._history_feature_names(self.features)
+        self._catalogue = self._follow_catalogue(self.runtime)
         self.features.read(
             "__scenerec_probe__", self.runtime.scenes[self.runtime.default_scene]
         )  # round trip
@@ -179,6 +181,30 @@ class ScenerecModel(Model):
         self._publish_detail()
         return self.ready
 
+    def _follow_catalogue(self, runtime: Runtime) -> Any:
+        """The catalogue follower of `runtime` (added and hidden items), caught up with the log."""
+        if self.feature_repo is None:
+            return None
+        from scenerec.catalogue import CatalogueLog
+        from serving.catalogue_follower import CatalogueFollower
+
+        follower = CatalogueFollower(runtime, CatalogueLog.of_repo(self.feature_repo), self.threads)
+        follower.refresh()
+        return follower
+
+    def refresh_catalogue(self) -> Overlay | None:
+        """Serve what the catalogue log gained since the last batch (one stat when nothing did)."""
+        follower = self._catalogue
+        if follower is None:
+            return None
+        if follower.refresh():
+            overlay = follower.runtime.overlay
+            longest = max((len(json.dumps(str(i))) - 2 for i in overlay.ids), default=0)
+            self._longest_id = max(self._longest_id, longest)
+            metrics.CATALOGUE_ITEMS.labels(self.name, "added").set(len(overlay))
+            metrics.CATALOGUE_ITEMS.labels(self.name, "hidden").set(len(overlay.hidden))
+        return follower.runtime.overlay
+
     # ---- model swaps -------------------------------------------------------------------------
     def swap(self, model_dir: str | Path | None = None) -> str:
         """Serve the model in `model_dir` (default: this model's directory, read again) if it is a
@@ -200,6 +226,7 @@ class ScenerecModel(Model):
                 candidate = Runtime.from_model_dir(directory, device=self.device, threads=self.threads)
                 check_swap(self.runtime, candidate)
                 candidate.retrieval_depth = self.retrieval_depth
+                follower = self._follow_catalogue(candidate)
                 probe = Request(user_id="__scenerec_warm_up__", k=10)
                 for _ in range(3):
                     answer = self.recommend([probe], record=False, runtime=candidate)
@@ -213,14 +240,16 @@ class ScenerecModel(Model):
             self._longest_id = max(
                 self._longest_id, *(len(json.dumps(str(i))) - 2 for i in candidate.item_ids)
             )
-            self.runtime, self.model_dir = candidate, directory
+            self.runtime, self.model_dir, self._catalogue = candidate, directory, follower
             self.version = candidate.manifest["model_version"]
             metrics.MODEL_INFO.labels(self.name, old).set(0)
             metrics.MODEL_INFO.labels(self.name, self.version).set(1)
             metrics.MODEL_SWAPS.labels(self.name, "swapped").inc()
             from serving.events_route import forget_pusher
+            from serving.items_route import forget_writer
 
             forget_pusher(self.name)  # the next push reads the new version's config and catalogue
+            forget_writer(self.name)
             log.info("model swapped: %s -> %s (%s)", old, self.version, directory)
             return self.version
 
@@ -277,6 +306,7 @@ class ScenerecModel(Model):
             _worker=None,
             _large_worker=None,
             _swap_lock=None,
+            _catalogue=None,
             _watcher=None,
             _large_in_lane=0,
             _pending=[],
@@ -311,7 +341,8 @@ class ScenerecModel(Model):
         assert self.runtime is not None
         for row, request in enumerate(requests):  # a bad candidate list fails its own call, not a batch
             self._candidate_indices(request, row, self.runtime)
-        found = admit(requests, self.limits, self.runtime.n_items, self._longest_id)  # 413: before any work
+        served = self.runtime.n_items + len(self.runtime.overlay)
+        found = admit(requests, self.limits, served, self._longest_id)  # 413: before any work
         if lane(found, self.limits) == "large":
             answers = await self._score_large(requests)
         elif self._score_inline():
@@ -408,8 +439,11 @@ class ScenerecModel(Model):
         so a model swap between batches never mixes two versions in one answer; `runtime` scores
         with another one (a candidate version's trial before the swap)."""
         assert self.features is not None
+        if runtime is None:
+            self.refresh_catalogue()
         rt = runtime or self.runtime
         assert rt is not None
+        overlay = rt.overlay  # one catalogue state for the whole batch
         model = self.name
         started = time.perf_counter()
         histories = self._read_histories(requests, record, rt)
@@ -424,7 +458,7 @@ class ScenerecModel(Model):
                 item_ids, scene_ids, unknown_user = history
                 if unknown_user:
                     why.append("unknown_user")
-                ids, scenes = self._history_indices(item_ids, scene_ids, rt)
+                ids, scenes = self._history_indices(item_ids, scene_ids, rt, overlay)
             scene = rt.scene_index.get(request.scene or rt.manifest["vocab"]["default_scene"])
             if scene is None:
                 why.append("unknown_scene")
@@ -437,12 +471,12 @@ class ScenerecModel(Model):
                     device=rt.device_index.get(request.device or "", rt.n_devices),
                     timestamp=request.timestamp,
                     k=request.k,
-                    candidates=self._candidate_indices(request, row, rt),
+                    candidates=self._candidate_indices(request, row, rt, overlay, strict=False),
                     exclude=ids if request.exclude_seen else np.zeros(0, dtype=np.int64),
                 )
             )
             reasons.append(why)
-        ranked = rt.recommend(queries)
+        ranked = rt.recommend(queries, overlay=overlay)
         if record:
             metrics.BATCH_SIZE.labels(model).observe(len(queries))
             for stage, seconds in rt.timings.items():
@@ -451,12 +485,16 @@ class ScenerecModel(Model):
         for request, query, result, why in zip(requests, queries, ranked, reasons, strict=True):
             items = []
             for n, index in enumerate(result.items):
-                item: dict[str, Any] = {"item_id": str(rt.item_ids[index]), "score": float(result.scores[n])}
+                item: dict[str, Any] = {
+                    "item_id": rt.item_id(index, overlay),
+                    "score": float(result.scores[n]),
+                }
                 if request.explain:
                     item["parts"] = {
                         name: float(v) for name, v in zip(PART_NAMES, result.parts[n], strict=True)
                     }
                     item["p_conversion"] = float(result.p_conversion[n])
+                    item["new"] = bool(index >= rt.n_items)  # added after training (from its text)
                 items.append(item)
             if record:
                 for reason in why:
@@ -505,10 +543,10 @@ class ScenerecModel(Model):
 
     @staticmethod
     def _history_indices(
-        item_ids: list[str], scene_ids: list[str], rt: Runtime
+        item_ids: list[str], scene_ids: list[str], rt: Runtime, overlay: Overlay
     ) -> tuple[np.ndarray, np.ndarray]:
         """Item and scene indices of a history, oldest first; items the model does not know are dropped."""
-        items = rt.item_indices(item_ids)
+        items = rt.item_indices(item_ids, overlay)
         scenes = np.array([rt.scene_index.get(s, rt.default_scene) for s in scene_ids], dtype=np.int64)
         if len(scenes) != len(items):
             scenes = np.full(len(items), rt.default_scene, dtype=np.int64)
@@ -516,10 +554,16 @@ class ScenerecModel(Model):
         return items[known].astype(np.int64), scenes[known]
 
     @staticmethod
-    def _candidate_indices(request: Request, row: int, rt: Runtime) -> np.ndarray | None:
+    def _candidate_indices(
+        request: Request, row: int, rt: Runtime, overlay: Overlay | None = None, strict: bool = True
+    ) -> np.ndarray | None:
+        """Indices of a request's candidates; an unknown id is a 400 (`strict`, at validation) or
+        dropped (at scoring: an added item removed between the two)."""
         if request.candidates is None:
             return None
-        indices = rt.item_indices(request.candidates)
+        indices = rt.item_indices(request.candidates, overlay)
+        if not strict:
+            return indices[indices >= 0].astype(np.int64)
         unknown = np.flatnonzero(indices < 0)
         if len(unknown):
             first = int(unknown[0])

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 
-from scenerec.artifact import ArtifactError, read_manifest
+from scenerec.artifact import GRAPHS, ArtifactError, read_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ def trained(small_synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def test_the_model_directory_is_complete_and_self_describing(trained: Path) -> None:
     manifest = read_manifest(trained)  # verifies every listed file's sha256
-    for name in ("user_tower", "retrieval", "ranker", "item_tower", "text_encoder"):
+    for name in GRAPHS:
         assert (trained / f"{name}.onnx").is_file()
         assert manifest["graphs"][name]["inputs"] and manifest["graphs"][name]["outputs"]
     assert {"items.parquet", "id_maps/items.json", "tokenizer/tokenizer.json"} <= set(manifest["files"])
@@ -70,7 +70,7 @@ def test_the_model_directory_is_complete_and_self_describing(trained: Path) -> N
 
 def test_parity_of_every_graph_is_within_tolerance(trained: Path) -> None:
     parity = json.loads((trained / "parity.json").read_text())
-    assert set(parity["graphs"]) == {"user_tower", "retrieval", "ranker", "item_tower", "text_encoder"}
+    assert set(parity["graphs"]) == set(GRAPHS)
     for name, result in parity["graphs"].items():
         assert result["max_abs_error"] <= 1e-4, name
         assert 1 in result["batch_sizes"] and max(result["batch_sizes"]) > 1, name

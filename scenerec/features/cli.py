@@ -4,6 +4,8 @@
                               [--config feature_store.yaml | --online-store sqlite|redis]
     scenerec events push --data EVENTS.parquet|csv --model MODEL_DIR --repo feature_repo
                          [--config feature_store.yaml | --online-store sqlite|redis]
+    scenerec items add|hide|show|remove (--data ITEMS.parquet|csv | --ids ID,…) --model MODEL_DIR
+                         --repo feature_repo [--config … | --online-store …]
 
 Thin, like `scenerec.cli`: parse, call the library, print. Errors are `ScenerecError`s, which the
 main CLI turns into one line each and an exit code (2 for a bad repo, config, model or data).
@@ -42,8 +44,14 @@ def add_commands(commands: Any) -> None:
     publish.add_argument(
         "--model", type=Path, required=True, help="the model directory (its manifest names the service)"
     )
-    publish.add_argument("--repo", type=Path, required=True, help="the Feast feature repo (feature_repo/)")
-    which = publish.add_mutually_exclusive_group()
+    _store_arguments(publish)
+    publish.set_defaults(handler=_publish)
+
+
+def _store_arguments(parser: argparse.ArgumentParser) -> None:
+    """--repo, --config | --online-store and --json: how every command here finds its store."""
+    parser.add_argument("--repo", type=Path, required=True, help="the Feast feature repo (feature_repo/)")
+    which = parser.add_mutually_exclusive_group()
     which.add_argument(
         "--config", type=Path, default=None, help="the feature_store yaml (default: by --online-store)"
     )
@@ -53,8 +61,7 @@ def add_commands(commands: Any) -> None:
         default=None,
         help="sqlite: feature_store.yaml (default); redis: feature_store.redis.yaml (needs SCENEREC_REDIS)",
     )
-    publish.add_argument("--json", action="store_true", help="print the summary as JSON")
-    publish.set_defaults(handler=_publish)
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def add_event_commands(commands: Any) -> None:
@@ -75,12 +82,68 @@ def add_event_commands(commands: Any) -> None:
     push.add_argument(
         "--model", type=Path, required=True, help="the served model (its config: history length, conversions)"
     )
-    push.add_argument("--repo", type=Path, required=True, help="the Feast feature repo (feature_repo/)")
-    which = push.add_mutually_exclusive_group()
-    which.add_argument("--config", type=Path, default=None, help="the feature_store yaml")
-    which.add_argument("--online-store", choices=sorted(ONLINE_STORE_YAMLS), default=None)
-    push.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _store_arguments(push)
     push.set_defaults(handler=_push_events)
+
+
+_ITEM_ACTIONS = {
+    "add": "new items: embedded with the model's text encoder, served by every predictor following "
+    "the repo from its next batch",
+    "hide": "out of stock: never in an answer until `items show`",
+    "show": "hidden items back in answers",
+    "remove": "an added item is forgotten; a trained item is hidden (it cannot leave the exported graphs)",
+}
+
+
+def add_item_commands(commands: Any) -> None:
+    """Register `items add|hide|show|remove` on the main parser's subcommands."""
+    items = commands.add_parser(
+        "items", help="add, hide, show or remove catalogue items live"
+    ).add_subparsers(title="items")
+    for action, help_text in _ITEM_ACTIONS.items():
+        parser = items.add_parser(
+            action,
+            help=help_text,
+            description=f"{help_text}. Bad rows are refused by row and field before anything is written "
+            "(exit 2); a store that fails accepts nothing (exit 3: retry).",
+        )
+        which = parser.add_mutually_exclusive_group(required=True)
+        columns = "item_id, title, text, category" if action == "add" else "item_id"
+        which.add_argument("--data", type=Path, help=f"parquet or CSV with {columns}")
+        if action != "add":
+            which.add_argument("--ids", help="comma-separated item ids")
+        parser.add_argument("--model", type=Path, required=True, help="the served model directory")
+        _store_arguments(parser)
+        parser.set_defaults(handler=_change_items, action=action)
+
+
+def _change_items(args: argparse.Namespace) -> int:
+    from scenerec.artifact import read_manifest
+    from scenerec.catalogue import CatalogueLog
+    from scenerec.features.items import ItemWriter, check_item_records, parse_item_file
+    from scenerec.features.model_ids import ModelIds
+    from scenerec.features.repo import open_store, resolve_yaml
+    from scenerec.item_encoder import ItemEncoder
+
+    if args.data is not None:  # read and checked before any store is opened
+        changes, source, row_label = parse_item_file(args.data, args.action), str(args.data), "row"
+    else:
+        ids = [{"item_id": i} for i in args.ids.split(",")]
+        changes, source, row_label = check_item_records(ids, "--ids", "id", args.action), "--ids", "id"
+    manifest = read_manifest(args.model)
+    encoder = ItemEncoder(args.model, manifest, threads=None)
+    store = open_store(args.repo, resolve_yaml(args.repo, args.config, args.online_store))
+    trained = ModelIds.load(args.model, manifest).items
+    writer = ItemWriter(
+        store, CatalogueLog.of_repo(args.repo), encoder, trained, args.repo / "data", offline=True
+    )
+    result = writer.apply(changes, source, row_label)
+    if args.json:
+        console.print_json(json.dumps(result.summary()))
+        return 0
+    done = ", ".join(f"{k} {v:,}" for k, v in result.summary().items() if k not in ("received", "seconds"))
+    console.print(f"{args.action}: {result.received:,} item(s) in {result.seconds:.2f} s ({done})")
+    return 0
 
 
 def _push_events(args: argparse.Namespace) -> int:
@@ -130,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(title="commands")
     add_commands(commands)
     add_event_commands(commands)
+    add_item_commands(commands)
     args = parser.parse_args(argv)
     return run_command(parser, args)
 
