@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,10 @@ def serving_world(out: Path = SERVING_WORLD) -> tuple[Path, Path]:
         subprocess.run(
             [*run, "data", "synth", "--out", str(data), "--users", "3000", "--items", "10000"], check=True
         )
-    if not (model / "manifest.json").is_file():
+    manifest = model / "manifest.json"
+    if manifest.is_file() and "fresh_ranker" not in json.loads(manifest.read_text())["graphs"]:
+        shutil.rmtree(model)  # exported before new items could be served: train it again
+    if not manifest.is_file():
         settings = ["train.epochs=3", "train.ablations=[]", "train.cold_start_eval=false"]
         overrides = [x for s in [*settings, "baselines.names=[popularity]"] for x in ("--set", s)]
         subprocess.run([*run, "train", "--data", str(data), "--out", str(model), *overrides], check=True)

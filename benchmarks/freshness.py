@@ -8,12 +8,20 @@ predictor process pinned to core 0, this process (the client) on core 1. Then
   so excluded as seen) is recorded. An answer that still shows it counts as stale;
 - `push throughput`: 20 pushes of 100 events each (100 different users) through the route, and one
   `scenerec events push --data FILE` of 10,000 events (the CLI, a process of its own).
+- `item -> answer`: 1,000 times, a new item (its text: a cold catalogue item's, a "twin") is added
+  through `POST /v1/models/scenerec/items` and the next `:predict` ranks it among the user's top
+  candidates; the time from sending the item to receiving an answer that holds it, flagged new.
+  For 50 of them the answer is the whole catalogue by retrieval (no candidates): the new item must
+  be in it, and its rank is compared with its cold twin's (the same text, the same placement);
+- `1,000 new items`: one route call with 1,000 items (JSON lines) until an answer holds the last
+  of them, and one `scenerec items add --data FILE` of 1,000 items (the CLI, a process of its own).
 
 - `model swap`: 50 V1 calls/s for 20 s while the served directory is repointed to another version
   and `POST /v2/repository/models/scenerec/load` swaps to it (see `model_swap`).
 
 Targets (issue "Fresh answers"): p99 <= 50 ms from an event's push to an answer that reflects it;
-a model swap under 50 calls/s fails no call and keeps p99 during the swap <= 3x the steady p99.
+p99 <= 200 ms for one new item, <= 20 s for 1,000 new items; a model swap under 50 calls/s fails
+no call and keeps p99 during the swap <= 3x the steady p99.
 
 Usage: python benchmarks/freshness.py [--pushes 1000] [--quick]
 Writes benchmarks/results/freshness.json.
@@ -47,6 +55,8 @@ from serving.launch import free_port, predictor_command, predictor_env, wait_unt
 
 OUT = Path(__file__).parent / "out" / "freshness"
 EVENT_TARGET_MS = 50.0
+ITEM_TARGET_MS = 200.0
+BULK_TARGET_S = 20.0
 
 
 def published_repo(store: str, data: Path, model: Path, env: dict[str, str]) -> Path:
@@ -63,6 +73,7 @@ def published_repo(store: str, data: Path, model: Path, env: dict[str, str]) -> 
 def start_predictor(model: Path, repo: Path, store: str, env: dict[str, str], log: Path) -> tuple[Any, int]:
     http, grpc = free_port(), free_port()
     extra = ["--feature_config", str(repo / "feature_store.redis.yaml")] if store == "redis" else []
+    extra += ["--max_items", "20000"]  # the retrieval check asks for the whole catalogue
     command = predictor_command(model, repo, http, grpc, "--device", "cpu", *extra)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as handle:
@@ -152,6 +163,87 @@ def cli_throughput(
     return accepted / seconds
 
 
+def item_to_answer(
+    client: httpx.Client, users: list[str], twins: pd.DataFrame, pushes: int, n_items: int, tag: str
+) -> dict[str, Any]:
+    """One new item per push (a cold twin's text), then an answer holding it (see the docstring)."""
+    total_ms, stale, ranks = [], 0, []
+    check_every = max(1, pushes // 50)
+    for n in track(range(pushes), description="item -> answer", transient=True):
+        user = users[n % len(users)]
+        twin = twins.iloc[n % len(twins)]
+        item = f"{tag}-new-{n}"
+        record = {"item_id": item, "title": "new", "text": twin["text"], "category": twin["category"]}
+        top = client.post(
+            "/v1/models/scenerec:predict", json={"instances": [{"user_id": user, "k": 9}]}
+        ).json()["predictions"][0]["items"]
+        instance = {
+            "user_id": user,
+            "k": 10,
+            "explain": True,
+            "candidates": [item, *(i["item_id"] for i in top)],
+        }
+        started = time.perf_counter()
+        added = client.post("/v1/models/scenerec/items", content=json.dumps(record))
+        answer = client.post("/v1/models/scenerec:predict", json={"instances": [instance]})
+        done = time.perf_counter()
+        assert added.status_code == 200 and answer.status_code == 200, (added.text, answer.text)
+        if not any(i["item_id"] == item and i["new"] for i in answer.json()["predictions"][0]["items"]):
+            stale += 1
+        total_ms.append((done - started) * 1000)
+        if n % check_every == 0:
+            whole = {"user_id": user, "k": n_items + n + 1, "exclude_seen": False}
+            found = client.post("/v1/models/scenerec:predict", json={"instances": [whole]})
+            order = [i["item_id"] for i in found.json()["predictions"][0]["items"]]
+            ranks.append((order.index(item) if item in order else -1, order.index(str(twin["item_id"]))))
+    missing = sum(1 for new, _ in ranks if new < 0)
+    return {
+        "item pushes": pushes,
+        "item stale": stale,
+        "item p50 ms": float(np.percentile(total_ms, 50)),
+        "item p99 ms": float(np.percentile(total_ms, 99)),
+        "retrieved (whole catalogue)": f"{len(ranks) - missing}/{len(ranks)}",
+        "median |rank - twin's|": float(np.median([abs(a - b) for a, b in ranks if a >= 0])) if ranks else -1,
+    }
+
+
+def bulk_items(
+    client: httpx.Client, repo: Path, model: Path, store: str, twins: pd.DataFrame, env: dict[str, str]
+) -> dict[str, Any]:
+    """1,000 new items in one route call, then 1,000 more by the CLI; seconds until served."""
+
+    def records(tag: str) -> list[dict[str, str]]:
+        rows = twins.sample(1000, replace=True, random_state=len(tag))
+        return [
+            {"item_id": f"{tag}-{k}", "title": f"bulk {k}", "text": f"{t} (edition {k})", "category": c}
+            for k, (t, c) in enumerate(zip(rows["text"], rows["category"], strict=True))
+        ]
+
+    def served(item: str) -> bool:
+        instance = {"user_id": "bulk-reader", "k": 1, "candidates": [item]}
+        answer = client.post("/v1/models/scenerec:predict", json={"instances": [instance]})
+        return answer.status_code == 200 and answer.json()["predictions"][0]["items"][0]["item_id"] == item
+
+    route = records(f"{store}-route")
+    started = time.perf_counter()
+    answer = client.post(
+        "/v1/models/scenerec/items", content="\n".join(json.dumps(r) for r in route), timeout=300
+    )
+    assert answer.status_code == 200 and answer.json()["added"] == 1000, answer.text
+    assert served(route[-1]["item_id"])
+    route_s = time.perf_counter() - started
+    cli = records(f"{store}-cli")
+    path = OUT / store / "items.parquet"
+    pd.DataFrame(cli).to_parquet(path, index=False)
+    command = [sys.executable, "-m", "scenerec.cli", "items", "add", "--data", str(path)]
+    command += ["--model", str(model), "--repo", str(repo), "--online-store", store, "--json"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+    while not served(cli[-1]["item_id"]):  # the server follows the log: its next batch serves them
+        time.sleep(0.01)
+    return {"1,000 items by route s": route_s, "1,000 items by CLI s": time.perf_counter() - started}
+
+
 def model_swap(model: Path, store_env: dict[str, str], repo: Path, users: list[str]) -> dict[str, Any]:
     """50 V1 calls/s for 20 s; at 8 s the served directory (a symlink) is repointed to another
     version and `POST /v2/repository/models/scenerec/load` swaps to it. The other version is a copy
@@ -234,6 +326,9 @@ def main() -> None:
     data, model = serving_world()
     users = sorted(pd.read_parquet(data / "interactions.parquet")["user_id"].astype(str).unique())[:500]
     items = [str(i) for i in json.loads((model / "id_maps" / "items.json").read_text())]
+    texts = pd.read_parquet(data / "items.parquet").set_index("item_id")
+    cold = pd.read_parquet(model / "items.parquet").query("cold")["item_id"].astype(str)
+    twins = texts.loc[cold, ["text", "category"]].reset_index()
     rows = []
     redis = Redis(OUT / "redis-data")
     redis.start()
@@ -246,6 +341,8 @@ def main() -> None:
                 with httpx.Client(base_url=f"http://127.0.0.1:{http}", timeout=30) as client:
                     row = {"store": store, **event_to_answer(client, users, pushes)}
                     row["route events/s (100 per push)"] = route_throughput(client, users, items, 20)
+                    row.update(item_to_answer(client, users, twins, pushes, len(items), store))
+                    row.update(bulk_items(client, repo, model, store, twins, env))
             finally:
                 process.terminate()
                 process.wait(timeout=60)
@@ -264,6 +361,22 @@ def main() -> None:
         }
         for r in rows
     ]
+    for r in rows:
+        targets.append(
+            {
+                "target": f"{r['store']}: new item -> answer p99 <= {ITEM_TARGET_MS:g} ms, none stale",
+                "value": round(r["item p99 ms"], 2),
+                "met": r["item p99 ms"] <= ITEM_TARGET_MS and r["item stale"] == 0,
+            }
+        )
+        slowest = max(r["1,000 items by route s"], r["1,000 items by CLI s"])
+        targets.append(
+            {
+                "target": f"{r['store']}: 1,000 new items served <= {BULK_TARGET_S:g} s (route and CLI)",
+                "value": round(slowest, 2),
+                "met": slowest <= BULK_TARGET_S,
+            }
+        )
     targets.append(
         {"target": "model swap: 0 failed calls", "value": swap["failed"], "met": swap["failed"] == 0}
     )

@@ -14,8 +14,12 @@ def train_model(
     model: Output[Model],
     metrics: Output[Metrics],
     report: Output[HTML],
+    warm_start: str = "",
 ) -> None:
     """Train on `dataset` with the item embeddings and baselines given; `model` is the model directory.
+
+    `warm_start`: a previous model directory's URI (a path, gs://, s3:// or minio://) to continue
+    from, its id maps extended for new items (`scenerec train --warm-start`); empty: from scratch.
 
     Export to ONNX (with PyTorch vs ONNX Runtime parity) happens inside training's one call, so a
     model directory is complete or not written.
@@ -23,7 +27,7 @@ def train_model(
     from scenerec import steps
 
     outcome = steps.train_model(
-        dataset.path, embeddings.path, baselines.path, model.path, report.path, config
+        dataset.path, embeddings.path, baselines.path, model.path, report.path, config, warm_start
     ).write_metrics(metrics.path)
     model.metadata.update(outcome.metadata)
     for name, value in outcome.metrics.items():

@@ -7,7 +7,9 @@ Parameters: `data`, the dataset directory's URI (a local path for local runs; gs
 minio:// on a cluster, fetched by kfp's importer), and `config`, the JSON text of
 `scenerec.config.Config.to_dict()` passed verbatim to every step (JSON text, not a dict: kfp carries
 dicts as protobuf Structs, which turn every integer into a float that the strict config rejects).
-`deploy` applies the rendered InferenceService to the cluster (off: render only).
+`deploy` applies the rendered InferenceService to the cluster (off: render only). `warm_start`:
+a previous model directory's URI to continue training from (empty: from scratch); see
+`scenerec train --warm-start`.
 
 publish_features and deploy_model never come from the cache: they change state outside their
 artifacts (an online store, a cluster), which kfp's cache cannot see.
@@ -37,7 +39,7 @@ class Outputs(NamedTuple):
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="scenerec: data to a gated, published, deployable model")
-def training_pipeline(data: str, config: str = "{}", deploy: bool = False) -> Outputs:
+def training_pipeline(data: str, config: str = "{}", deploy: bool = False, warm_start: str = "") -> Outputs:
     raw = dsl.importer(artifact_uri=data, artifact_class=dsl.Dataset, reimport=False)
     ingest = ingest_data(source=raw.output)
     dataset = ingest.outputs["dataset"]
@@ -49,6 +51,7 @@ def training_pipeline(data: str, config: str = "{}", deploy: bool = False) -> Ou
         dataset=dataset,
         embeddings=embed.outputs["embeddings"],
         baselines=baselines.outputs["results"],
+        warm_start=warm_start,
     )
     gate = evaluate_model(
         config=config, dataset=dataset, model=train.outputs["model"], baselines=baselines.outputs["results"]

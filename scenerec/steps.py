@@ -146,6 +146,18 @@ def embed_items(data: str | Path, out: str | Path, config_json: str) -> StepResu
     )
 
 
+# where kfp v2's launcher makes an object store's URIs readable as files (kfp.dsl.Artifact.path)
+_MOUNTS = {"gs://": "/gcs/", "s3://": "/s3/", "minio://": "/minio/"}
+
+
+def artifact_path(uri: str) -> Path:
+    """A local path for `uri`: a path as it is, an object-store URI at kfp's mount of it."""
+    for scheme, mount in _MOUNTS.items():
+        if uri.startswith(scheme):
+            return Path(mount + uri[len(scheme) :])
+    return Path(uri.removeprefix("file://"))
+
+
 def train_model(
     data: str | Path,
     embeddings: str | Path,
@@ -153,11 +165,14 @@ def train_model(
     out: str | Path,
     report: str | Path,
     config_json: str,
+    warm_start: str = "",
 ) -> StepResult:
     """Train, export (ONNX graphs + parity checks) and describe the model directory `out`.
 
     Export is part of `scenerec.train.train`: it exports the checkpoint it has just selected, checks
     parity and scores the exported graphs, so a model directory is complete or not written at all.
+    `warm_start`: a previous model directory (a path, or a gs://, s3:// or minio:// URI, read
+    where kfp's launcher mounts them) to continue from; empty: from scratch.
     """
     from scenerec.train import train
 
@@ -168,6 +183,7 @@ def train_model(
         config,
         baselines_from=Path(baselines) / BASELINES_FILE,
         cache_dir=Path(embeddings),
+        warm_start=artifact_path(warm_start) if warm_start else None,
     )
     shutil.copyfile(Path(out) / "report.html", report)
     manifest = json.loads((Path(out) / "manifest.json").read_text())

@@ -27,6 +27,7 @@ def live_server(
     """A predictor of its own over a copy of the published repo (changes write to the store)."""
     _, model, repo = served_model
     copy = Path(shutil.copytree(repo, tmp_path_factory.mktemp("items") / "feature_repo"))
+    shutil.rmtree(copy / "data" / "items", ignore_errors=True)  # what other tests (the fuzz) added
     running = start_server(model, copy, tmp_path_factory.mktemp("logs") / "predictor.log")
     yield running
     running.stop()
