@@ -58,3 +58,12 @@ def test_the_feature_repo_template(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("SCENEREC_FEATURE_REPO", str(tmp_path))
     with pytest.raises(FeatureRepoError, match=r"no feature_store\.yaml .*SCENEREC_FEATURE_REPO"):
         feature_repo_template()
+
+
+def test_a_warm_start_uri_is_read_where_kfp_mounts_it() -> None:
+    from scenerec.steps import artifact_path
+
+    assert artifact_path("gs://bucket/models/v3") == Path("/gcs/bucket/models/v3")
+    assert artifact_path("s3://b/m") == Path("/s3/b/m") and artifact_path("minio://b/m") == Path("/minio/b/m")
+    assert artifact_path("/mnt/models/v3") == Path("/mnt/models/v3")
+    assert artifact_path("file:///mnt/m") == Path("/mnt/m")

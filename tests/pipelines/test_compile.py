@@ -45,13 +45,16 @@ def spec() -> dict:
     return yaml.safe_load(COMPILED.read_text())
 
 
-def test_the_parameters_are_the_data_the_config_and_the_deploy_switch() -> None:
+def test_the_parameters_are_the_data_the_config_the_deploy_switch_and_the_warm_start() -> None:
     parameters = spec()["root"]["inputDefinitions"]["parameters"]
     assert parameters == {
         "data": {"parameterType": "STRING"},
         "config": {"defaultValue": "{}", "isOptional": True, "parameterType": "STRING"},
         "deploy": {"defaultValue": False, "isOptional": True, "parameterType": "BOOLEAN"},
+        "warm_start": {"defaultValue": "", "isOptional": True, "parameterType": "STRING"},
     }
+    train = spec()["root"]["dag"]["tasks"]["train-model"]["inputs"]["parameters"]
+    assert train["warm_start"] == {"componentInputParameter": "warm_start"}
 
 
 def test_one_component_per_step_all_in_one_image() -> None:
