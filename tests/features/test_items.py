@@ -126,14 +126,23 @@ def test_added_items_reach_the_sqlite_store_and_the_log(
     assert trained_id in CatalogueState.read(CatalogueLog.of_repo(sqlite_copy)).hidden
 
 
-def test_added_items_reach_redis(redis_repo: Path, trained_model: tuple[Path, Path]) -> None:
+def test_added_items_reach_redis(
+    redis_repo: Path, redis_server: str, trained_model: tuple[Path, Path]
+) -> None:
     _, model = trained_model
     writer = _writer(redis_repo, model, "redis", offline=False)
     try:
         writer.apply(check_item_records(NEW[:1], "body", "line", None), "body")
         rows = _item_rows(writer.store, ["n-lamp"])
         assert rows["cold"] == [True] and len(rows["vector"][0]) == read_manifest(model)["dims"]["query"]
-    finally:  # the Redis repo is the session's: its rows go back to what publish wrote
+    finally:  # the Redis store is the session's: the added item's key goes, publish restores the rest
+        import redis
+
+        host, port = redis_server.split(":")
+        client = redis.Redis(host=host, port=int(port))
+        for key in list(client.scan_iter(match=b"*n-lamp*")):
+            client.delete(key)
+        client.close()
         from scenerec.features.publish import publish
 
         publish(*trained_model, redis_repo, online_store="redis")
