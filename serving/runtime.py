@@ -117,7 +117,7 @@ class Runtime:
 
     def item_indices(self, item_ids: list[str], overlay: Overlay | None = None) -> np.ndarray:
         """Catalogue indices of item ids (added items: N and up), -1 for an id the model does not know."""
-        lookup, added = self.item_index.get, (overlay or self.overlay).index.get
+        lookup, added = self.item_index.get, (overlay if overlay is not None else self.overlay).index.get
         return np.fromiter(
             (lookup(item, added(item, -1)) for item in item_ids), dtype=np.int64, count=len(item_ids)
         )
@@ -125,7 +125,7 @@ class Runtime:
     def item_id(self, index: int, overlay: Overlay | None = None) -> str:
         if index < self.n_items:
             return str(self.item_ids[index])
-        return str((overlay or self.overlay).ids[index - self.n_items])
+        return str((overlay if overlay is not None else self.overlay).ids[index - self.n_items])
 
     @property
     def accepts_new_items(self) -> bool:
@@ -175,7 +175,7 @@ class Runtime:
     ) -> list[Ranked]:
         """Top-k for a batch of queries in one run of each graph (and of the fresh ranker when an
         added item is among the candidates). Indices N and up are `overlay`'s added items."""
-        overlay = overlay or self.overlay
+        overlay = overlay if overlay is not None else self.overlay
         n = self.n_items
         # the user tower knows the exported items only: an added item in a history is excluded
         # from the answer but not read (it has no ID row in the tower's tables yet)

@@ -140,3 +140,33 @@ def test_a_watched_model_directory_swaps_by_itself(
             time.sleep(0.1)
     finally:
         server.stop()
+
+
+def test_added_and_hidden_items_outlive_a_swap(
+    served_model: tuple[Path, Path, Path], second_model: Path, linked: Path, tmp_path: Path
+) -> None:
+    """The new version places the catalogue log's added items with its own item tower."""
+    _, _, repo = served_model
+    copy = Path(shutil.copytree(repo, tmp_path / "feature_repo"))
+    shutil.rmtree(copy / "data" / "items", ignore_errors=True)
+    server = start_server(linked, copy, tmp_path / "predictor.log", "--model_watch_s", "0.2")
+    user, _ = known_user(served_model)
+    items = f"{server.http}/v1/models/scenerec/items"
+    try:
+        added = httpx.post(items, content='{"item_id": "kept-1", "text": "a lamp"}', timeout=60)
+        assert added.status_code == 200, added.text
+        body = {"instances": [{"user_id": user, "k": 3, "explain": True, "candidates": ["kept-1", "i000"]}]}
+        ask = lambda: httpx.post(f"{server.http}/v1/models/scenerec:predict", json=body, timeout=30)  # noqa: E731
+        hidden = httpx.post(items, content='{"item_id": "i000", "action": "hide"}', timeout=60)
+        assert hidden.status_code == 200, hidden.text
+        before = ask().json()["predictions"][0]
+        assert [(i["item_id"], i["new"]) for i in before["items"]] == [("kept-1", True)]
+        point(linked, second_model)
+        deadline = time.monotonic() + 30
+        while (after := ask().json()["predictions"][0])["model_version"] != version(second_model):
+            assert time.monotonic() < deadline, "the watched directory's new version never went live"
+            time.sleep(0.1)
+        assert [(i["item_id"], i["new"]) for i in after["items"]] == [("kept-1", True)]
+        assert after["items"][0]["score"] != pytest.approx(before["items"][0]["score"])  # its own weights
+    finally:
+        server.stop()
