@@ -172,6 +172,10 @@ class TrainConfig:
     batch_size: int = 256
     min_steps_per_epoch: int = 20
     lr: float = 0.003
+    # A warm start (`scenerec train --warm-start`) continues from a converged model: its learning rate
+    # is lr * warm_lr_scale (full steps would first undo what it knows), the starting weights are
+    # epoch 0's candidate, and min_epochs does not apply (its curve starts at a plateau, not in noise).
+    warm_lr_scale: float = 0.3
     weight_decay: float = 0.0
     # "auto": full softmax over the catalogue up to full_softmax_max_items, sampled softmax above.
     loss: Literal["auto", "full", "sampled"] = "auto"

@@ -130,7 +130,8 @@ def _training_curve(epochs: list[dict[str, float]]) -> plt.Figure:
     timing.bar(x, [e.get("train_seconds", 0.0) for e in epochs], color="tab:gray")
     timing.set_xlabel("epoch")
     timing.set_ylabel("training seconds")
-    ax.plot(x, [e["loss"] for e in epochs], "o-", color="tab:blue", label="train loss")
+    losses = [e["loss"] if e["loss"] is not None else float("nan") for e in epochs]  # a warm start's epoch 0
+    ax.plot(x, losses, "o-", color="tab:blue", label="train loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss")
     metric = next(k for k in epochs[0] if "@" in k)

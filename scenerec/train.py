@@ -120,6 +120,7 @@ def train(
         model_metrics["training"] = {
             "warm_start": {"from": str(warm.source), **main.warm_start} if warm is not None else None,
             "best_epoch": main.best_epoch,
+            "best_valid": main.best_valid,  # the selected epoch's valid metrics, after calibration
             "epochs": main.epochs,
             "seconds": round(main.seconds, 1),
             "device": main.device,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,8 +88,20 @@ def _push(model: ScenerecModel, body: bytes) -> dict[str, Any]:
     return _pusher(model).push(events).summary()
 
 
-async def push_events(model_name: str, request: Request) -> JSONResponse:
-    """Fold the body's events into the feature store (see the module docstring for the answers)."""
+async def run_change(
+    model_name: str,
+    request: Request,
+    executor: ThreadPoolExecutor,
+    work: Callable[[ScenerecModel, bytes], dict[str, Any]],
+    counter: Any,
+    conflicts: tuple[type[Exception], ...] = (),
+) -> JSONResponse | dict[str, Any]:
+    """Run a route's `work(model, body)` on its executor; the answer for each way it can fail.
+
+    404 for a model not served here; 400 for bad input (DataError, a body not UTF-8); 409 for
+    `conflicts` (the model cannot do it); 503 + Retry-After when the store fails (nothing of the
+    call was accepted). `counter` (outcome-labelled) counts refused and store_unavailable calls.
+    """
     from scenerec.errors import DataError
     from scenerec.features.events import StoreUnavailable
 
@@ -97,21 +110,31 @@ async def push_events(model_name: str, request: Request) -> JSONResponse:
         return JSONResponse({"error": f"model {model_name!r} is not served here"}, status_code=404)
     body = await request.body()
     try:
-        result = await asyncio.get_running_loop().run_in_executor(_executor, _push, model, body)
+        return await asyncio.get_running_loop().run_in_executor(executor, work, model, body)
     except DataError as e:
-        metrics.EVENTS.labels(model_name, "refused").inc()
+        counter.labels(model_name, "refused").inc()
         return JSONResponse({"error": "; ".join(e.problems)}, status_code=400)
     except UnicodeDecodeError as e:
-        metrics.EVENTS.labels(model_name, "refused").inc()
+        counter.labels(model_name, "refused").inc()
         return JSONResponse({"error": f"body: not UTF-8 ({e.reason} at byte {e.start})"}, status_code=400)
     except StoreUnavailable as e:
-        log.warning("events push failed: %s", e)
-        metrics.EVENTS.labels(model_name, "store_unavailable").inc()
+        log.warning("%s failed: %s", request.url.path, e)
+        counter.labels(model_name, "store_unavailable").inc()
         return JSONResponse(
-            {"error": f"{e} (nothing of this push was accepted; retry)"},
+            {"error": f"{e} (nothing of this call was accepted; retry)"},
             status_code=503,
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
+    except conflicts as e:
+        counter.labels(model_name, "refused").inc()
+        return JSONResponse({"error": str(e)}, status_code=409)
+
+
+async def push_events(model_name: str, request: Request) -> JSONResponse:
+    """Fold the body's events into the feature store (see the module docstring for the answers)."""
+    result = await run_change(model_name, request, _executor, _push, metrics.EVENTS)
+    if isinstance(result, JSONResponse):
+        return result
     metrics.EVENTS.labels(model_name, "accepted").inc(result["accepted"])
     metrics.EVENTS.labels(model_name, "duplicate").inc(result["duplicates"])
     metrics.EVENTS.labels(model_name, "unknown_item").inc(result["unknown_items"])

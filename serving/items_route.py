@@ -15,7 +15,6 @@ pushes never wait behind an embedding.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +24,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from serving import metrics
-from serving.events_route import RETRY_AFTER_S, SERVED
+from serving.events_route import run_change
 
 if TYPE_CHECKING:
     from scenerec.features.items import ItemWriter
@@ -89,32 +88,10 @@ def _apply(model: ScenerecModel, body: bytes) -> dict[str, Any]:
 async def change_items(model_name: str, request: Request) -> JSONResponse:
     """Apply the body's catalogue changes (see the module docstring for the answers)."""
     from scenerec.artifact import ArtifactError
-    from scenerec.errors import DataError
-    from scenerec.features.events import StoreUnavailable
 
-    model = SERVED.get(model_name)
-    if model is None or model.feature_repo is None:
-        return JSONResponse({"error": f"model {model_name!r} is not served here"}, status_code=404)
-    body = await request.body()
-    try:
-        result = await asyncio.get_running_loop().run_in_executor(_executor, _apply, model, body)
-    except DataError as e:
-        metrics.ITEM_CHANGES.labels(model_name, "refused").inc()
-        return JSONResponse({"error": "; ".join(e.problems)}, status_code=400)
-    except UnicodeDecodeError as e:
-        metrics.ITEM_CHANGES.labels(model_name, "refused").inc()
-        return JSONResponse({"error": f"body: not UTF-8 ({e.reason} at byte {e.start})"}, status_code=400)
-    except ArtifactError as e:
-        metrics.ITEM_CHANGES.labels(model_name, "refused").inc()
-        return JSONResponse({"error": str(e)}, status_code=409)
-    except StoreUnavailable as e:
-        log.warning("items change failed: %s", e)
-        metrics.ITEM_CHANGES.labels(model_name, "store_unavailable").inc()
-        return JSONResponse(
-            {"error": f"{e} (nothing of this call was accepted; retry)"},
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
+    result = await run_change(model_name, request, _executor, _apply, metrics.ITEM_CHANGES, (ArtifactError,))
+    if isinstance(result, JSONResponse):
+        return result
     for action, key in (("add", "added"), ("hide", "hidden"), ("show", "shown"), ("remove", "removed")):
         metrics.ITEM_CHANGES.labels(model_name, action).inc(result[key])
     return JSONResponse(result)

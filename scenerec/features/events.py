@@ -46,6 +46,7 @@ from scenerec.data import schema as c
 from scenerec.data.io import file_lock, write_parquet
 from scenerec.errors import DataError, ScenerecError
 from scenerec.features.compute import EVENT_TIMESTAMP, USER_ID
+from scenerec.features.records import read_json_lines, read_table_file
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -85,49 +86,15 @@ class StoreUnavailable(ScenerecError):
 # ---- reading and checking events -------------------------------------------------------------
 def parse_event_file(path: str | Path, now: datetime | None = None) -> pd.DataFrame:
     """Events from a parquet or CSV file in the data contract's interaction columns, checked."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: events file not found (expected .parquet or .csv)")
-    try:
-        if path.suffix.lower() == ".parquet":
-            frame = pd.read_parquet(path)
-        elif path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        else:
-            raise DataError(f"{path}: unknown events format {path.suffix!r} (expected .parquet or .csv)")
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot be read ({e})") from e
-    return check_events(frame, str(path), row_label="row", now=now)
+    return check_events(read_table_file(path, "events"), str(path), row_label="row", now=now)
 
 
 def parse_json_lines(body: bytes, now: datetime | None = None, source: str = "body") -> pd.DataFrame:
     """Events from JSON lines (one object per line; a JSON array of objects is taken too), checked."""
-    text = body.decode("utf-8", errors="strict") if body else ""
-    records: list[dict[str, Any]] = []
-    stripped = text.strip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{source}: not valid JSON ({e.msg} at line {e.lineno})") from e
-        items: list[Any] = data if isinstance(data, list) else [data]
-    else:
-        items = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{source}: line {number}: not valid JSON ({e.msg})") from e
-    for number, record in enumerate(items, start=1):
-        if not isinstance(record, dict):
-            raise DataError(f"{source}: line {number}: expected a JSON object of event fields")
-        records.append(record)
+    records = read_json_lines(body, source, "event")
     if not records:
         raise DataError(f"{source}: no events (expected JSON lines with user_id, item_id, event_timestamp)")
-    frame = pd.DataFrame.from_records(records)
-    return check_events(frame, source, row_label="line", now=now)
+    return check_events(pd.DataFrame.from_records(records), source, row_label="line", now=now)
 
 
 def check_events(

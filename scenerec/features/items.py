@@ -19,7 +19,6 @@ With `offline` (the CLI) the item rows also go to the item views' batch source, 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -36,6 +35,7 @@ from scenerec.data.io import file_lock, write_parquet
 from scenerec.errors import DataError, ScenerecError
 from scenerec.features.compute import EVENT_TIMESTAMP, ITEM_ID
 from scenerec.features.events import StoreUnavailable
+from scenerec.features.records import read_json_lines, read_table_file
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -52,18 +52,7 @@ MAX_ID_LENGTH = 256
 # ---- reading and checking changes -------------------------------------------------------------
 def parse_item_file(path: str | Path, action: str) -> list[ItemChange]:
     """Changes from a parquet or CSV file: the items table's columns (only item_id for hide/show/remove)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: items file not found (expected .parquet or .csv)")
-    try:
-        if path.suffix.lower() == ".parquet":
-            frame = pd.read_parquet(path)
-        elif path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        else:
-            raise DataError(f"{path}: unknown items format {path.suffix!r} (expected .parquet or .csv)")
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot be read ({e})") from e
+    frame = read_table_file(path, "items")
     if ACTION in frame.columns:
         raise DataError(f"{path}: column {ACTION!r}: the command says what to do (`scenerec items {action}`)")
     records = [
@@ -75,26 +64,7 @@ def parse_item_file(path: str | Path, action: str) -> list[ItemChange]:
 
 def parse_item_lines(body: bytes, source: str = "body") -> list[ItemChange]:
     """Changes from JSON lines (or a JSON array): item fields and an optional `action` (default add)."""
-    text = body.decode("utf-8", errors="strict") if body else ""
-    stripped = text.strip()
-    values: list[Any] = []
-    if stripped.startswith("["):
-        try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{source}: not valid JSON ({e.msg} at line {e.lineno})") from e
-        values = data if isinstance(data, list) else [data]
-    else:
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    values.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{source}: line {number}: not valid JSON ({e.msg})") from e
-    for number, value in enumerate(values, start=1):
-        if not isinstance(value, dict):
-            raise DataError(f"{source}: line {number}: expected a JSON object of item fields")
-    return check_item_records(values, source, "line", None)
+    return check_item_records(read_json_lines(body, source, "item"), source, "line", None)
 
 
 def check_item_records(

@@ -42,7 +42,7 @@ class FitResult:
     model: JointModel
     best_epoch: int
     best_valid: dict[str, float]
-    epochs: list[dict[str, float]] = field(default_factory=list)
+    epochs: list[dict[str, float | None]] = field(default_factory=list)
     seconds: float = 0.0
     samples_per_second: float = 0.0
     device: str = "cpu"
@@ -211,8 +211,9 @@ def _fit(
     _, _, counts = item_statistics(train_rows, n_items, mc.popularity_buckets)
     popularity = torch.as_tensor(counts / max(counts.sum(), 1), dtype=torch.float32, device=device)
     sampled = tc.loss == "sampled" or (tc.loss == "auto" and n_items > tc.full_softmax_max_items)
+    lr = tc.lr * (tc.warm_lr_scale if warm is not None else 1.0)
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay
+        [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=tc.weight_decay
     )
     loss_module = _Loss(model, tc, mc, sampled, popularity, use_conversion, training_item_item)
     step: torch.nn.Module = loss_module
@@ -231,6 +232,24 @@ def _fit(
     curve: list[float] = []
     best_smoothed = -1.0
     metric = config.eval.selection_metric
+    min_epochs = tc.min_epochs
+    if warm is not None:  # the starting weights are a checkpoint too: epoch 0
+        min_epochs = 0
+        model.eval()
+        valid = evaluate(
+            TorchScorer(model, len(dataset.vocab.devices)),
+            valid_cases,
+            n_items,
+            config.eval,
+            dataset.item_categories(),
+            desc=f"{desc} valid",
+        )["metrics"]
+        result.epochs.append({"epoch": 0, "loss": None, metric: valid[metric], "train_seconds": 0.0})
+        log.info("%s epoch 0 (warm start) valid %s %.4f", desc, metric, valid[metric])
+        result.best_epoch, result.best_valid = 0, valid
+        best_state = copy.deepcopy(model.state_dict())
+        curve.append(from_rank_zero(valid[metric]))
+        best_smoothed = curve[0]
     for epoch in range(tc.epochs):
         model.train()
         losses = []
@@ -274,7 +293,7 @@ def _fit(
         smoothed = float(np.mean(curve[-max(tc.smoothing, 1) :]))
         stale = 0 if smoothed > best_smoothed else stale + 1
         best_smoothed = max(best_smoothed, smoothed)
-        if stale >= tc.patience and epoch + 1 >= tc.min_epochs:
+        if stale >= tc.patience and epoch + 1 >= min_epochs:
             break
     assert best_state is not None
     model.load_state_dict(best_state)
@@ -295,7 +314,7 @@ def _fit(
             )
         )
     result.seconds = time.perf_counter() - started
-    train_total = sum(e["train_seconds"] for e in result.epochs)
+    train_total = sum(float(e["train_seconds"] or 0.0) for e in result.epochs)
     result.samples_per_second = targets_seen / max(train_total, 1e-9)
     return result
 
