@@ -339,6 +339,7 @@ class ScenerecModel(Model):
     ) -> dict[str, Any] | InferResponse:
         requests = parse_v2(payload) if isinstance(payload, InferRequest) else parse_v1(payload)
         assert self.runtime is not None
+        self.refresh_catalogue()  # candidates added by another process are known before validation
         for row, request in enumerate(requests):  # a bad candidate list fails its own call, not a batch
             self._candidate_indices(request, row, self.runtime)
         served = self.runtime.n_items + len(self.runtime.overlay)

@@ -111,6 +111,8 @@ def test_a_cli_change_reaches_the_running_server(
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    asked = predict(live_server, {"user_id": user, "k": 1, "candidates": ["from-cli"]})  # before any batch
+    assert asked.status_code == 200 and asked.json()["predictions"][0]["items"][0]["item_id"] == "from-cli"
     found = [i for i in answer(live_server, user, k=500) if i["item_id"] == "from-cli"]
     assert len(found) == 1 and found[0]["new"] is True
 
