@@ -354,6 +354,17 @@ def _converted(events: pd.DataFrame, config: Config) -> np.ndarray:
     return (kinds.isin(wanted) | rated).to_numpy()
 
 
+def write_online(store: FeatureStore, views: list[Any], rows: pd.DataFrame, key: str, during: str) -> None:
+    """`rows` into the online store for each of a push source's `views`: what `FeatureStore.push`
+    does per view, minus its registry reads; any failure is a StoreUnavailable (nothing accepted)."""
+    provider = store._get_provider()
+    try:
+        for view in views:
+            provider.ingest_df(view, rows[[key, *(f.name for f in view.features), EVENT_TIMESTAMP]])
+    except Exception as e:
+        raise StoreUnavailable(f"feature store write failed {during} ({type(e).__name__}: {e})") from e
+
+
 class EventPusher:
     """Pushes checked events into one Feast store and its event log (see the module's steps)."""
 
@@ -423,14 +434,7 @@ class EventPusher:
         return pd.DataFrame(rows)
 
     def _write(self, rows: pd.DataFrame) -> None:
-        provider = self.store._get_provider()
-        try:
-            for view in self._views:  # what FeatureStore.push does per view, minus the registry reads
-                provider.ingest_df(view, rows[[USER_ID, *(f.name for f in view.features), EVENT_TIMESTAMP]])
-        except Exception as e:
-            raise StoreUnavailable(
-                f"feature store write failed during the push ({type(e).__name__}: {e})"
-            ) from e
+        write_online(self.store, self._views, rows, USER_ID, "during the push")
         if self.offline:
             self._append_offline(rows)
 

@@ -34,7 +34,7 @@ from scenerec.data import schema as c
 from scenerec.data.io import file_lock, write_parquet
 from scenerec.errors import DataError, ScenerecError
 from scenerec.features.compute import EVENT_TIMESTAMP, ITEM_ID
-from scenerec.features.events import StoreUnavailable
+from scenerec.features.events import write_online
 from scenerec.features.records import read_json_lines, read_table_file
 
 if TYPE_CHECKING:
@@ -226,14 +226,7 @@ class ItemWriter:
     def _write(self, adds: list[ItemChange], embeddings: np.ndarray, at: datetime) -> None:
         assert self.store is not None
         rows = self._rows(adds, embeddings, at)
-        provider = self.store._get_provider()
-        try:
-            for view in self._views:  # FeatureStore.push per view, minus its registry reads
-                provider.ingest_df(view, rows[[ITEM_ID, *(f.name for f in view.features), EVENT_TIMESTAMP]])
-        except Exception as e:
-            raise StoreUnavailable(
-                f"feature store write failed while adding items ({type(e).__name__}: {e})"
-            ) from e
+        write_online(self.store, self._views, rows, ITEM_ID, "while adding items")
         if self.offline:
             view = self._views[0]
             path = Path(self.store.repo_path) / view.batch_source.path

@@ -233,17 +233,18 @@ def _fit(
     best_smoothed = -1.0
     metric = config.eval.selection_metric
     min_epochs = tc.min_epochs
+
+    def validate() -> dict[str, float]:
+        scorer = TorchScorer(model, len(dataset.vocab.devices))
+        found = evaluate(
+            scorer, valid_cases, n_items, config.eval, dataset.item_categories(), desc=f"{desc} valid"
+        )
+        return dict(found["metrics"])
+
     if warm is not None:  # the starting weights are a checkpoint too: epoch 0
         min_epochs = 0
         model.eval()
-        valid = evaluate(
-            TorchScorer(model, len(dataset.vocab.devices)),
-            valid_cases,
-            n_items,
-            config.eval,
-            dataset.item_categories(),
-            desc=f"{desc} valid",
-        )["metrics"]
+        valid = validate()
         result.epochs.append({"epoch": 0, "loss": None, metric: valid[metric], "train_seconds": 0.0})
         log.info("%s epoch 0 (warm start) valid %s %.4f", desc, metric, valid[metric])
         result.best_epoch, result.best_valid = 0, valid
@@ -266,14 +267,7 @@ def _fit(
             targets_seen += n_targets
         train_seconds = time.perf_counter() - epoch_start
         model.eval()
-        valid = evaluate(
-            TorchScorer(model, len(dataset.vocab.devices)),
-            valid_cases,
-            n_items,
-            config.eval,
-            dataset.item_categories(),
-            desc=f"{desc} valid",
-        )["metrics"]
+        valid = validate()
         result.epochs.append(
             {
                 "epoch": epoch + 1,
