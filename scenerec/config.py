@@ -188,6 +188,9 @@ class TrainConfig:
     # Weight of the ID-text alignment InfoNCE term and its temperature.
     align_weight: float = 0.1
     align_temperature: float = 0.1
+    # Items per step in that InfoNCE (a random subset of the batch's targets): its [A, A] logits cost
+    # a quarter of the catalogue softmax at A = 2,000; 512 in-batch negatives is CLIP-scale enough.
+    align_items: int = 512
     # Factors of each scene's learned text weight lambda_s tried on the valid split after training;
     # each scene keeps the one that ranks its valid cases best (1 = the learned lambda). () = off.
     lambda_scales: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)

@@ -29,7 +29,7 @@ from scenerec.model.item_item import (
     rows_with_valid,
 )
 from scenerec.model.joint import JointModel
-from scenerec.model.losses import alignment_infonce, full_softmax, history_pairs, sampled_softmax
+from scenerec.model.losses import alignment_infonce, history_pairs, sampled_softmax, window_softmax
 from scenerec.model.scorer import TorchScorer
 from scenerec.model.sequences import Windows, build_windows
 from scenerec.model.warm_start import WarmStart
@@ -386,8 +386,14 @@ class TrainingItemItem(torch.nn.Module):
 
     def scores(self, hist_items: torch.Tensor, users: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """`ItemItem.scores` of each window's history under its user's fold."""
-        offset = self.user_fold[users] * (self.table.n_items + 1)
-        return self.table.scores(hist_items + offset[:, None], **kwargs)
+        return self.table.scores(self._rows(hist_items, users), **kwargs)
+
+    def running(self, hist_items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """`ItemItem.running` of each window's history under its user's fold."""
+        return self.table.running(self._rows(hist_items, users))
+
+    def _rows(self, hist_items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        return hist_items + (self.user_fold[users] * (self.table.n_items + 1))[:, None]
 
 
 class _Loss(torch.nn.Module):
@@ -420,33 +426,30 @@ class _Loss(torch.nn.Module):
         )
         mask = t["targets"] >= 0
         targets = t["targets"][mask]
-        q = query.vectors()[mask]
         item_vectors = items.vectors()
         # Items never seen in training are not in the training catalogue: a brand-new item does not
         # exist yet when the model learns, so it must not be pushed down as a negative either.
         absent = model.items.cold
-        seen = history_pairs(t["hist_items"], mask, model.n_items) if tc.mask_history else None
-        weight = query.item_item[mask][:, None]  # [M, 1]
         active = model.item_item.active
-
-        def item_item_scores(**kwargs: Any) -> torch.Tensor:
-            """[B, L, W] running item-item scores of the batch's histories (cross-fitted if set)."""
-            if self.training_item_item is not None:
-                return self.training_item_item.scores(t["hist_items"], t["user"], per_request=False, **kwargs)
-            return model.item_item.scores(t["hist_items"], per_request=False, **kwargs)
-
         if self.sampled:
+            seen = history_pairs(t["hist_items"], mask, model.n_items) if tc.mask_history else None
+            weight = query.item_item[mask][:, None]  # [M, 1]
 
             def item_item(candidates: torch.Tensor) -> torch.Tensor:
                 """[M, C] item-item part of each target row's score of the sampled candidates."""
                 columns = torch.full((model.n_items + 1,), len(candidates), device=candidates.device)
                 columns[candidates] = torch.arange(len(candidates), device=candidates.device)
                 with torch.no_grad():
-                    scores = item_item_scores(columns=columns)
+                    if self.training_item_item is not None:
+                        scores = self.training_item_item.scores(
+                            t["hist_items"], t["user"], per_request=False, columns=columns
+                        )
+                    else:
+                        scores = model.item_item.scores(t["hist_items"], per_request=False, columns=columns)
                 return weight * scores[mask][:, columns[candidates]]
 
             loss = sampled_softmax(
-                q,
+                query.vectors()[mask],
                 item_vectors,
                 targets,
                 tc.negatives,
@@ -458,12 +461,24 @@ class _Loss(torch.nn.Module):
         else:
             offset = None
             if active:
-                with torch.no_grad():
-                    scores = item_item_scores()[mask]
-                offset = weight * scores
-            loss = full_softmax(q, item_vectors, targets, absent=absent, seen=seen, offset=offset)
+                with torch.no_grad():  # [B, L, N + 1] running sums under each user's fold
+                    if self.training_item_item is not None:
+                        table = self.training_item_item.running(t["hist_items"], t["user"])
+                    else:
+                        table = model.item_item.running(t["hist_items"])
+                offset = (query.item_item, table)
+            loss = window_softmax(
+                query.vectors(),
+                item_vectors,
+                t["targets"],
+                hist_items=t["hist_items"] if tc.mask_history else None,
+                absent=absent,
+                offset=offset,
+            )
         if mc.use_text and tc.align_weight > 0:
             unique = targets.unique()
+            if len(unique) > tc.align_items:  # a seeded subset: InfoNCE's cost grows with its square
+                unique = unique[torch.randperm(len(unique), device=unique.device)[: tc.align_items]]
             learned = model.items.id_embedding.weight[unique]
             generated = model.items.generated_ids(items.raw_text[unique])
             loss = loss + tc.align_weight * alignment_infonce(learned, generated, tc.align_temperature)

@@ -183,6 +183,14 @@ class ItemItem(nn.Module):
         self.l2 = neighbours.l2
         self.active = bool(np.abs(neighbours.weights).sum() > 0)
 
+    def running(self, hist_items: torch.Tensor) -> torch.Tensor:
+        """[B, L, N + 1] the running item-item scores after each position, built in place (the
+        training softmax's offset table; column N collects the pad's weights and is dropped there)."""
+        b, length = hist_items.shape
+        out = self.weights.new_zeros(b, length, self.n_items + 1)
+        out.scatter_add_(2, self.columns[hist_items], self.weights[hist_items])
+        return out.cumsum_(dim=1)
+
     def scores(
         self, hist_items: torch.Tensor, per_request: bool, columns: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scenerec.config import ModelConfig
+from scenerec.model.dropout import Dropout
 from scenerec.model.item_item import ItemItem, Neighbours, no_neighbours
 from scenerec.model.towers import ContextTower, ItemTower, SequenceEncoder, causal_mean, masked_mean
 
@@ -97,7 +98,7 @@ class JointModel(nn.Module):
         self.query_dim = 2 * d + config.transition_dim + ds + 1  # Q
         # reads cf (D + Dt), text (D) and context (Ds): the query's width without the bias slot
         self.conversion = nn.Sequential(nn.Linear(self.query_dim - 1, d), nn.GELU(), nn.Linear(d, 1))
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     # ---- item side -------------------------------------------------------------------------
     def item_side(self, drop: torch.Tensor | None = None) -> ItemSide:

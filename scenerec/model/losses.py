@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -36,30 +36,94 @@ def history_pairs(hist_items: torch.Tensor, target_mask: torch.Tensor, n_items: 
     return SeenPairs(rows=rows[keep], items=items[keep])
 
 
-def full_softmax(
+class _MaskedLogits(torch.autograd.Function):
+    """logits = weight[:, None] * table + query @ items.T with masked entries set to -inf.
+
+    One [R, W] tensor is allocated and everything is written into it in place, outside autograd:
+    the table (a constant, never copied or differentiated: its only gradient is the per-row
+    weight's) and the masks. A masked entry's softmax gradient is 0 already, so backward needs no
+    mask; in-place masking under autograd would copy the whole gradient once per mask instead."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        query: torch.Tensor,
+        items: torch.Tensor,
+        weight: torch.Tensor | None,
+        table: torch.Tensor | None,
+        columns: torch.Tensor | None,
+        entries: torch.Tensor | None,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(query, items, table)
+        if weight is None or table is None:
+            logits = query @ items.T
+        else:
+            logits = (table * weight[:, None]).addmm_(query, items.T)
+        if columns is not None:  # [W] bool: columns out of every row's softmax
+            logits.masked_fill_(columns[None, :], float("-inf"))
+        if entries is not None:  # flat indices of single entries out of their row's softmax
+            logits.view(-1).index_fill_(0, entries, float("-inf"))
+        return logits
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        query, items, table = ctx.saved_tensors
+        need_query, need_items, need_weight = ctx.needs_input_grad[:3]
+        return (
+            grad @ items if need_query else None,
+            grad.T @ query if need_items else None,
+            torch.einsum("rw,rw->r", grad, table) if need_weight and table is not None else None,
+            None,
+            None,
+            None,
+        )
+
+
+def window_softmax(
     query: torch.Tensor,
     items: torch.Tensor,
     targets: torch.Tensor,
+    hist_items: torch.Tensor | None = None,
     absent: torch.Tensor | None = None,
-    seen: SeenPairs | None = None,
-    offset: torch.Tensor | None = None,
+    offset: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy over the whole catalogue: [M, Q] queries, [N, Q] items, [M] targets.
+    """Cross-entropy over the whole catalogue at every position of a batch of windows.
 
-    The strongest SASRec objective on catalogues that fit (Klenitskiy & Vasilev, RecSys 2023).
-    `absent` [N] marks items left out of the softmax (never seen in training); `seen` the items left
-    out of one row's softmax (its history). A row's own target is never masked. `offset` [M, N] is
-    added to the logits (a score part that is not a dot product: the item-item part).
+    `query` [B, L, Q] (the query after each position), `items` [N, Q], `targets` [B, L] (the next
+    item, -1 where a position has none). The strongest SASRec objective on catalogues that fit
+    (Klenitskiy & Vasilev, RecSys 2023). `hist_items` [B, L] (pad N): each position's history items
+    (positions <= t) are left out of its softmax, never its own target. `absent` [N] marks items
+    left out of every softmax (never seen in training). `offset` = (weight [B, L], table
+    [B, L, N + 1]) adds weight * table to the logits (a score part that is not a dot product: the
+    item-item part; column N, the pad's, is dropped).
+
+    [B * L, N + 1] is the largest tensor of a step: the logits keep every position (padding is a few
+    percent after length bucketing) and a pad column, so no step copies a [M, N] slice of anything.
     """
-    # [M, N] is the largest tensor of a step: built by one (add)mm and masked in place (neither the
-    # matrix product's nor the masks' backward needs it), so it is never copied
-    logits = query @ items.T if offset is None else torch.addmm(offset, query, items.T)
+    b, length, width = query.shape[0], query.shape[1], items.shape[0] + 1
+    padded = torch.cat([items, items.new_zeros(1, items.shape[1])])  # column N: the pad, masked
+    columns = torch.zeros(width, dtype=torch.bool, device=query.device)
+    columns[-1] = True
     if absent is not None:
-        logits.masked_fill_(absent[None, :], float("-inf"))
-    if seen is not None:
-        other = seen.items != targets[seen.rows]
-        logits.index_put_((seen.rows[other], seen.items[other]), logits.new_tensor(float("-inf")))
-    return F.cross_entropy(logits, targets)
+        columns[:-1] = absent
+    entries = None
+    if hist_items is not None:
+        t, s = torch.tril_indices(length, length, device=query.device)  # position t sees history s <= t
+        seen = hist_items[:, s]  # [B, P]
+        seen = torch.where(seen == targets[:, t], width - 1, seen)  # a row's own target stays in
+        row = torch.arange(b, device=query.device)[:, None] * length + t[None, :]
+        entries = (row * width + seen).reshape(-1)
+    weight, table = offset if offset is not None else (None, None)
+    logits = _MaskedLogits.apply(
+        query.reshape(b * length, -1),
+        padded,
+        None if weight is None else weight.reshape(-1),
+        None if table is None else table.reshape(b * length, width),
+        columns,
+        entries,
+    )
+    flat = targets.reshape(-1)
+    return F.cross_entropy(logits, torch.where(flat >= 0, flat, torch.full_like(flat, -100)))
 
 
 def sampled_softmax(

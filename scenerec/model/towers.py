@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scenerec.config import ModelConfig
+from scenerec.model.dropout import Dropout
 
 
 class TextAdaptor(nn.Module):
@@ -22,7 +23,7 @@ class TextAdaptor(nn.Module):
         self.experts = nn.Parameter(torch.empty(experts, text_dim, dim))
         nn.init.xavier_uniform_(self.experts)
         self.gate = nn.Linear(text_dim, experts, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:  # [N, T] -> [N, D]
         whitened = torch.einsum(
@@ -124,10 +125,8 @@ class CausalBlock(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
-        self.ff = nn.Sequential(
-            nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim)
-        )
-        self.dropout = nn.Dropout(dropout)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), Dropout(dropout), nn.Linear(2 * dim, dim))
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """[B, L, D], [B, L, L] -> [B, L, D]; `last_only`: the last position's output [B, 1, D] only
@@ -159,7 +158,7 @@ class SequenceEncoder(nn.Module):
             CausalBlock(config.dim, config.heads, config.dropout) for _ in range(config.layers)
         )
         self.norm = nn.LayerNorm(config.dim)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.use_scene = config.use_scene
 
     def forward(

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scenerec.config import ModelConfig
 from scenerec.model.item_item import ItemItem, Neighbours
 from scenerec.model.joint import JointModel
-from scenerec.model.losses import alignment_infonce, full_softmax, sampled_softmax
+from scenerec.model.losses import alignment_infonce, sampled_softmax, window_softmax
 
 N, S, DEVICES, T, L, B = 12, 3, 2, 8, 6, 4
 CONFIG = ModelConfig(dim=16, max_history=L, layers=1, heads=2, scene_dim=4, popularity_buckets=2, dropout=0.0)
@@ -227,13 +227,19 @@ def test_no_scene_ignores_the_request_scene() -> None:
     )
 
 
-def test_full_softmax_is_cross_entropy_and_skips_absent_items() -> None:
+def test_window_softmax_is_cross_entropy_and_skips_absent_items() -> None:
     torch.manual_seed(0)
     q, items, targets = torch.randn(5, 7), torch.randn(N, 7), torch.tensor([0, 1, 2, 3, 4])
-    assert torch.allclose(full_softmax(q, items, targets), F.cross_entropy(q @ items.T, targets))
+    windows = q[None], targets[None]  # one window of 5 positions
+    assert torch.allclose(
+        window_softmax(windows[0], items, windows[1]), F.cross_entropy(q @ items.T, targets)
+    )
     absent = torch.zeros(N, dtype=torch.bool)
     absent[8:] = True
-    assert torch.allclose(full_softmax(q, items, targets, absent), F.cross_entropy(q @ items[:8].T, targets))
+    assert torch.allclose(
+        window_softmax(windows[0], items, windows[1], absent=absent),
+        F.cross_entropy(q @ items[:8].T, targets),
+    )
 
 
 def test_sampled_softmax_masks_hits_and_absent_items() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from scenerec.model.losses import full_softmax, history_pairs, sampled_softmax
+from scenerec.model.losses import history_pairs, sampled_softmax, window_softmax
 
 N = 6  # catalogue; index N is the history pad
 
@@ -26,22 +26,53 @@ def test_history_pairs_list_every_earlier_item_of_each_target() -> None:
     assert got == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2), (3, 3), (4, 3), (4, 4)]
 
 
-def test_full_softmax_leaves_history_items_out_of_each_row() -> None:
-    hist, targets, mask = batch()
+def brute_force(
+    query: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, hist: torch.Tensor, offset: torch.Tensor
+) -> torch.Tensor:
+    """Mean over every (window, position) with a target of -log softmax, history masked, row by row."""
+    losses = []
+    for b in range(targets.shape[0]):
+        for t in range(targets.shape[1]):
+            target = int(targets[b, t])
+            if target < 0:
+                continue
+            logits = query[b, t] @ items.T + offset[b, t, :N]
+            seen = {int(i) for i in hist[b, : t + 1] if i < N and i != target}
+            masked = logits.masked_fill(torch.tensor([i in seen for i in range(N)]), float("-inf"))
+            losses.append(-F.log_softmax(masked, 0)[target])
+    return torch.stack(losses).mean()
+
+
+def test_window_softmax_leaves_history_items_out_of_each_row_and_adds_the_offset() -> None:
+    hist, targets, _ = batch()
     torch.manual_seed(0)
-    query, items = torch.randn(int(mask.sum()), 3), torch.randn(N, 3)
-    flat = targets[mask]
-    got = full_softmax(query, items, flat, seen=history_pairs(hist, mask, N))
-    logits = query @ items.T
-    seen = [{0}, {0, 1}, {0, 1, 2}, {3}, {3, 4}]
-    expected = torch.stack(
-        [
-            -F.log_softmax(logits[m].masked_fill(torch.tensor([i in seen[m] for i in range(N)]), -1e30), 0)[t]
-            for m, t in enumerate(flat.tolist())
-        ]
-    ).mean()
+    query = torch.randn(*hist.shape, 3, requires_grad=True)
+    items = torch.randn(N, 3, requires_grad=True)
+    weight = torch.rand(*hist.shape, requires_grad=True)
+    table = torch.randn(*hist.shape, N + 1)
+    got = window_softmax(query, items, targets, hist_items=hist, offset=(weight, table))
+    expected = brute_force(query, items, targets, hist, weight[..., None] * table)
     assert torch.allclose(got, expected, atol=1e-6)
-    assert not torch.allclose(got, full_softmax(query, items, flat), atol=1e-4)  # masking changed it
+    # the hand-written backward agrees with autograd through the brute force
+    for mine, reference in zip(
+        torch.autograd.grad(got, [query, items, weight]),
+        torch.autograd.grad(expected, [query, items, weight]),
+        strict=True,
+    ):
+        assert torch.allclose(mine, reference, atol=1e-6)
+    unmasked = window_softmax(query, items, targets, offset=(weight, table))
+    assert not torch.allclose(got, unmasked, atol=1e-4)  # masking changed it
+
+
+def test_window_softmax_keeps_a_target_that_is_also_in_its_history() -> None:
+    hist, targets, _ = batch()
+    targets = targets.clone()
+    targets[0, 3] = 0  # item 0 is at position 1 of this window's history
+    torch.manual_seed(2)
+    query, items = torch.randn(*hist.shape, 3), torch.randn(N, 3)
+    got = window_softmax(query, items, targets, hist_items=hist)
+    assert torch.isfinite(got)
+    assert torch.allclose(got, brute_force(query, items, targets, hist, torch.zeros(*hist.shape, N + 1)))
 
 
 def test_sampled_softmax_masks_history_items_among_the_candidates() -> None:
