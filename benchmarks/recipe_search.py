@@ -38,10 +38,15 @@ OUT = Path(__file__).parent / "out" / "recipe"
 
 
 def world(size: str, seed: int) -> Path:
-    users, items = (int(v) for v in size.split("x"))
+    """`USERSxITEMS` or `default` (the demo's world) under the generator's `seed`."""
+    if size == "default":
+        spec = SyntheticSpec(seed=seed)
+    else:
+        users, items = (int(v) for v in size.split("x"))
+        spec = SyntheticSpec(users=users, items=items, seed=seed)
     path = OUT / "data" / f"{size}-s{seed}"
     if not (path / "interactions.parquet").is_file():
-        write_synthetic(path, SyntheticSpec(users=users, items=items, seed=seed))
+        write_synthetic(path, spec)
     return path
 
 
@@ -95,6 +100,7 @@ def main() -> None:
                         "baseline": f"{best_name} {best:.4f}",
                         "ratio": round(result["ndcg@10"] / best, 3),
                         "epoch": fitted.best_epoch,
+                        "epochs run": len(fitted.epochs),
                         "s": round(time.perf_counter() - started, 1),
                     }
                 )

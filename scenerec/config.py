@@ -172,6 +172,15 @@ class TrainConfig:
     batch_size: int = 256
     min_steps_per_epoch: int = 20
     lr: float = 0.003
+    # The recipe adapts to the data's size: from `large_data_interactions` training rows up, training
+    # from scratch takes lr = large_data_lr and patience = large_data_patience. Measured
+    # (benchmarks/recipe_search.py, RESULTS.md): on 150k-row worlds lr 0.006 peaks at epoch 7 instead
+    # of 10 with equal valid NDCG and the smoother curve (5,000 valid users) needs less patience; on
+    # 6k-12k-row worlds lr 0.006 lowered valid and test NDCG on 6 of 6 worlds. A warm start keeps
+    # lr * warm_lr_scale. 0 = off.
+    large_data_interactions: int = 50000
+    large_data_lr: float = 0.006
+    large_data_patience: int = 2
     # A warm start (`scenerec train --warm-start`) continues from a converged model: its learning rate
     # is lr * warm_lr_scale (full steps would first undo what it knows), the starting weights are
     # epoch 0's candidate, and min_epochs does not apply (its curve starts at a plateau, not in noise).

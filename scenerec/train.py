@@ -35,7 +35,7 @@ from scenerec.data.split import EvalCases, cold_item_split, leave_last_out
 from scenerec.distributed import init_distributed
 from scenerec.evaluate import COLD_NEW_SLICE, COLD_SLICE, cold_item_slices, evaluate, scene_slices
 from scenerec.export import export_model_graphs
-from scenerec.model.fit import FitResult, fit, item_statistics
+from scenerec.model.fit import FitResult, fit, item_statistics, size_recipe
 from scenerec.model.inputs import inputs_from_cases
 from scenerec.model.joint import JointModel
 from scenerec.model.scorer import TorchScorer
@@ -125,6 +125,13 @@ def train(
             "seconds": round(main.seconds, 1),
             "device": main.device,
             "samples_per_second": round(main.samples_per_second),
+            "recipe": dict(
+                zip(
+                    ("lr", "patience"),
+                    size_recipe(config.train, len(split.train), warm is not None),
+                    strict=True,
+                )
+            ),
         }
         if config.train.cold_start_eval:
             model_metrics["slices"].update(_cold_metrics(dataset, config, text))

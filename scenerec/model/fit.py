@@ -211,7 +211,8 @@ def _fit(
     _, _, counts = item_statistics(train_rows, n_items, mc.popularity_buckets)
     popularity = torch.as_tensor(counts / max(counts.sum(), 1), dtype=torch.float32, device=device)
     sampled = tc.loss == "sampled" or (tc.loss == "auto" and n_items > tc.full_softmax_max_items)
-    lr = tc.lr * (tc.warm_lr_scale if warm is not None else 1.0)
+    lr, patience = size_recipe(tc, len(train_rows), warm is not None)
+    log.info("%s: %d training rows: lr %g, patience %d", desc, len(train_rows), lr, patience)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=tc.weight_decay
     )
@@ -287,7 +288,7 @@ def _fit(
         smoothed = float(np.mean(curve[-max(tc.smoothing, 1) :]))
         stale = 0 if smoothed > best_smoothed else stale + 1
         best_smoothed = max(best_smoothed, smoothed)
-        if stale >= tc.patience and epoch + 1 >= min_epochs:
+        if stale >= patience and epoch + 1 >= min_epochs:
             break
     assert best_state is not None
     model.load_state_dict(best_state)
@@ -311,6 +312,17 @@ def _fit(
     train_total = sum(float(e["train_seconds"] or 0.0) for e in result.epochs)
     result.samples_per_second = targets_seen / max(train_total, 1e-9)
     return result
+
+
+def size_recipe(tc: Any, rows: int, warm: bool) -> tuple[float, int]:
+    """(learning rate, patience) for `rows` training rows: the large-data values from
+    `train.large_data_interactions` rows up (from scratch only), else `train.lr` and `train.patience`;
+    a warm start takes lr * warm_lr_scale."""
+    if warm:
+        return tc.lr * tc.warm_lr_scale, tc.patience
+    if 0 < tc.large_data_interactions <= rows:
+        return tc.large_data_lr, tc.large_data_patience
+    return tc.lr, tc.patience
 
 
 def _length_bucketed_batches(windows: Windows, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -13,7 +13,7 @@ from scenerec.config import Config, EvalConfig, ModelConfig, TrainConfig
 from scenerec.data.dataset import Dataset
 from scenerec.data.split import leave_last_out
 from scenerec.model.calibrate import calibrate_lambda
-from scenerec.model.fit import fit, item_statistics, resolve_device
+from scenerec.model.fit import fit, item_statistics, resolve_device, size_recipe
 from scenerec.model.sequences import build_windows
 
 SMALL = Config(
@@ -110,3 +110,14 @@ def test_lambda_is_calibrated_per_scene_on_valid_and_never_worsens_it(
 def config_with_scales(config: Config) -> Config:
     train = dataclasses.replace(config.train, lambda_scales=(0.0, 0.5, 1.5), lambda_calibration_min_cases=1)
     return dataclasses.replace(config, train=train)
+
+
+def test_the_recipe_adapts_to_the_data_size() -> None:
+    tc = TrainConfig()
+    small, large = tc.large_data_interactions - 1, tc.large_data_interactions
+    assert size_recipe(tc, small, warm=False) == (tc.lr, tc.patience)
+    assert size_recipe(tc, large, warm=False) == (tc.large_data_lr, tc.large_data_patience)
+    # a warm start keeps its small steps whatever the size
+    assert size_recipe(tc, large, warm=True) == (tc.lr * tc.warm_lr_scale, tc.patience)
+    off = dataclasses.replace(tc, large_data_interactions=0)
+    assert size_recipe(off, 10**7, warm=False) == (tc.lr, tc.patience)
