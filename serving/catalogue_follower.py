@@ -1,9 +1,9 @@
 """Follows the catalogue log (`scenerec.catalogue`) for one runtime: its overlay of added and
 hidden items, rebuilt from what was appended since the last look.
 
-`refresh` costs one `stat` when nothing changed, so the predictor calls it before every scored
-batch: every process (each `--workers` worker, each replica on a shared volume) serves a change
-from its next batch on. An added item's tables come from its logged text embedding through the
+`refresh` costs one `stat` when nothing changed, so the predictor calls it once per call, before
+validating it: every process (each `--workers` worker, each replica on a shared volume) serves a
+change from its next call on. An added item's tables come from its logged text embedding through the
 runtime's own `item_tower.onnx` (re-embedded from its text when the served model's encoder is
 another one), so a swapped-in model places the same items with its own weights.
 """

@@ -3,8 +3,8 @@
 The body is JSON lines (or a JSON array) of the items table's columns (item_id, title, text,
 category) and an optional `action` (add, the default; hide; show; remove). Added items are
 embedded with the model's own text encoder and item tower, written to the Feast item views and
-to the catalogue log (`scenerec.features.items`); this process serves them from its next batch,
-every other process following the log from its own next batch. Answers: 200 with the counts; 400
+to the catalogue log (`scenerec.features.items`); this process serves them from its next call,
+every other process following the log from its own next call. Answers: 200 with the counts; 400
 naming the line and field of a bad change; 404 for a model this server does not serve; 409 for a
 model that cannot place new items (trained without text); 413 past `--max_body_bytes`; 503 with
 Retry-After when the store fails (nothing of the call was accepted: retry).
@@ -81,7 +81,7 @@ def _apply(model: ScenerecModel, body: bytes) -> dict[str, Any]:
 
     changes = parse_item_lines(body)
     result = _writer(model).apply(changes, "body")
-    model.refresh_catalogue()  # this process serves them from its next batch, whichever thread
+    model.refresh_catalogue()  # this process serves them from its next call, whichever thread
     return {**result.summary(), "model_version": model.version}
 
 

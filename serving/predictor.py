@@ -440,9 +440,7 @@ class ScenerecModel(Model):
         so a model swap between batches never mixes two versions in one answer; `runtime` scores
         with another one (a candidate version's trial before the swap)."""
         assert self.features is not None
-        if runtime is None:
-            self.refresh_catalogue()
-        rt = runtime or self.runtime
+        rt = runtime or self.runtime  # the catalogue log was followed once per call, in predict()
         assert rt is not None
         overlay = rt.overlay  # one catalogue state for the whole batch
         model = self.name
