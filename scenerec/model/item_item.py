@@ -183,12 +183,13 @@ class ItemItem(nn.Module):
         self.l2 = neighbours.l2
         self.active = bool(np.abs(neighbours.weights).sum() > 0)
 
-    def running(self, hist_items: torch.Tensor) -> torch.Tensor:
-        """[B, L, N + 1] the running item-item scores after each position, built in place (the
-        training softmax's offset table; column N collects the pad's weights and is dropped there)."""
-        b, length = hist_items.shape
-        out = self.weights.new_zeros(b, length, self.n_items + 1)
-        out.scatter_add_(2, self.columns[hist_items], self.weights[hist_items])
+    def running(self, hist_items: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L, W + 1] the running item-item scores after each position, built in place; the last
+        column collects the pad's (and any dropped item's) weights. The training softmax reads it
+        whole (its pad column is masked there); `scores` drops that column."""
+        target, values, width = self._targets(hist_items, columns)
+        out = values.new_zeros(*target.shape[:2], width)
+        out.scatter_add_(2, target, values)
         return out.cumsum_(dim=1)
 
     def scores(
@@ -200,20 +201,22 @@ class ItemItem(nn.Module):
         position [B, L, W]. `columns` [N + 1] maps items to W output columns (a sampled candidate
         set, with the pad and every item outside it mapped to column W, dropped); default: all N items.
         """
-        target = self.columns[hist_items]  # [B, L, K]
-        values = self.weights[hist_items]
-        width = self.n_items + 1
-        if columns is not None:
-            target = columns[target]
-            width = int(columns[-1]) + 1  # the pad (row N) maps to the dropped column W
+        if not per_request:
+            return self.running(hist_items, columns)[..., :-1]
+        target, values, width = self._targets(hist_items, columns)
         b, length, k = target.shape
-        if per_request:
-            out = values.new_zeros(b, width).scatter_add(
-                1, target.reshape(b, length * k), values.reshape(b, -1)
-            )
-            return out[:, :-1]
-        out = values.new_zeros(b, length, width).scatter_add(2, target, values)
-        return out.cumsum(dim=1)[..., :-1]
+        out = values.new_zeros(b, width).scatter_add(1, target.reshape(b, length * k), values.reshape(b, -1))
+        return out[:, :-1]
+
+    def _targets(
+        self, hist_items: torch.Tensor, columns: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The history's neighbour columns [B, L, K] (mapped through `columns`), weights, and width."""
+        target = self.columns[hist_items]
+        values = self.weights[hist_items]
+        if columns is None:
+            return target, values, self.n_items + 1
+        return columns[target], values, int(columns[-1]) + 1  # the pad (row N) maps to dropped column W
 
 
 def choose_l2(
