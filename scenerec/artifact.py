@@ -10,7 +10,7 @@
     fresh_ranker.onnx   the ranker for items added after export (their tables are inputs)
     text_encoder.onnx   + tokenizer/: item text -> frozen text embedding
     id_maps/            items, scenes, devices (index order)
-    items.parquet       item vectors, text embeddings, popularity (also materialized into Feast)
+    items.parquet       titles, categories, item vectors, text embeddings, popularity (also in Feast)
     metrics.json, parity.json, report.html
 
 JSON only, never pickle: the directory is read by other processes, images and languages.

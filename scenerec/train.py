@@ -193,6 +193,7 @@ def _write_tables(
             {
                 c.ITEM_ID: dataset.vocab.items.astype(str),
                 "index": np.arange(dataset.vocab.n_items),
+                c.TITLE: dataset.items[c.TITLE].astype(str).to_numpy(),
                 c.CATEGORY: dataset.items[c.CATEGORY].astype(str).to_numpy(),
                 "vector": list(item_vectors.astype(np.float32)),
                 "text_embedding": list(text.astype(np.float32)),
