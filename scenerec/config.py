@@ -223,6 +223,35 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RankingConfig:
+    """Re-ranking of an answer's candidates for diversity (scenerec/diversity.py): the predictor's
+    per-request `diversity` knob and the offline trade-off curve read the same values."""
+
+    # candidates, best by relevance, that maximal marginal relevance picks the k answers from:
+    # a wider pool can spread further at a greater cost in relevance and time (k steps over it)
+    diversity_pool: int = 100
+    # similarity of two items = w * same category + (1 - w) * cosine of their retrieval vectors:
+    # the category is what intra-list diversity counts; the vectors separate items inside one
+    diversity_category_weight: float = 0.5
+    # the knob's values in the offline curve (metrics.json `diversity_curve`, the report)
+    diversity_levels: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.diversity_pool < 1:
+            raise ConfigError(
+                f"config key 'ranking.diversity_pool': expected an integer >= 1, got {self.diversity_pool}"
+            )
+        if not 0 <= self.diversity_category_weight <= 1:
+            raise ConfigError(
+                "config key 'ranking.diversity_category_weight': expected a number in [0, 1], "
+                f"got {self.diversity_category_weight}"
+            )
+        bad = [d for d in self.diversity_levels if not 0 <= d <= 1]
+        if bad:
+            raise ConfigError(f"config key 'ranking.diversity_levels': expected values in [0, 1], got {bad}")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """The training pipeline's release policy (what a trained model must show before it ships)."""
 
@@ -244,6 +273,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    ranking: RankingConfig = field(default_factory=RankingConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Config:

@@ -22,7 +22,7 @@ from grpc import StatusCode
 from grpc_interceptor.exceptions import GrpcException
 from kserve.errors import InvalidInput
 
-from serving.requests import Request
+from serving.requests import EXPLAINED_HISTORY, MAX_ID_LENGTH, Request
 from serving.runtime import PART_NAMES
 
 # Longest JSON text of one answer item besides its id: the score and, explained, each part and
@@ -33,6 +33,11 @@ _PARTS_BYTES = (
     len(',"parts":{},"p_conversion":,"new":false') + 24 + sum(len(f'"{p}":,') + 24 for p in PART_NAMES)
 )
 _ANSWER_BYTES = 256  # one instance's envelope: model_version, every fallback reason, separators
+# an explained item's title and category; an explained instance's provider, notice and history
+_TEXTS_BYTES = len(',"title":"","category":""')
+_NOTICE_BYTES = 128 + 5 * (MAX_ID_LENGTH * 6 + 4)  # at most 5 unknown categories named, escaped
+_HISTORY_BYTES = len('{"item_id":"","title":"","category":"","scene":""},')
+_EXPLAINED_ANSWER_BYTES = len(',"provider":"","history":[],"notice":""') + 64 + _NOTICE_BYTES
 
 
 @dataclass(frozen=True)
@@ -72,20 +77,32 @@ class Overloaded(GrpcException):
         self.retry_after_s = retry_after_s
 
 
-def cost(requests: Sequence[Request], n_items: int, longest_id: int) -> Cost:
-    """The most a call's answer can hold (a catalogue of `n_items`): items, explained items, bytes."""
-    items = explained = 0
+def cost(requests: Sequence[Request], n_items: int, longest_id: int, longest_text: int = 0) -> Cost:
+    """The most a call's answer can hold (a catalogue of `n_items`): items, explained items, bytes.
+
+    `longest_id` and `longest_text` are the longest item id and the longest title, category or
+    scene name, as JSON text (escapes included)."""
+    items = explained = explained_calls = 0
     for request in requests:
         n = min(request.k, n_items if request.candidates is None else len(request.candidates))
         items += n
         explained += n if request.explain else 0
-    answer = len(requests) * _ANSWER_BYTES + items * (_ITEM_BYTES + longest_id) + explained * _PARTS_BYTES
+        explained_calls += int(request.explain)
+    history = EXPLAINED_HISTORY * (_HISTORY_BYTES + longest_id + 3 * longest_text)
+    answer = (
+        len(requests) * _ANSWER_BYTES
+        + items * (_ITEM_BYTES + longest_id)
+        + explained * (_PARTS_BYTES + _TEXTS_BYTES + 2 * longest_text)
+        + explained_calls * (_EXPLAINED_ANSWER_BYTES + history)
+    )
     return Cost(items, explained, answer)
 
 
-def admit(requests: Sequence[Request], limits: Limits, n_items: int, longest_id: int) -> Cost:
+def admit(
+    requests: Sequence[Request], limits: Limits, n_items: int, longest_id: int, longest_text: int = 0
+) -> Cost:
     """The call's cost, or LimitExceeded naming the limit that it passes and the flag that sets it."""
-    found = cost(requests, n_items, longest_id)
+    found = cost(requests, n_items, longest_id, longest_text)
     if found.items > limits.max_items:
         raise LimitExceeded(
             f"instances x k: {found.items} items asked for, above the {limits.max_items} per call this "

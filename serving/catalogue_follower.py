@@ -70,7 +70,14 @@ class CatalogueFollower:
             if added
             else ItemTables.empty(rt.manifest["dims"])
         )
-        return Overlay.build([a.item_id for a in added], tables, hidden, rt.n_items)
+        return Overlay.build(
+            [a.item_id for a in added],
+            tables,
+            hidden,
+            rt.n_items,
+            titles=[a.title or a.item_id for a in added],
+            categories=[a.category or "unknown" for a in added],
+        )
 
     def _place(self, changes: list[ItemChange]) -> None:
         """Tables of newly added items in one item-tower run (texts re-embedded if need be)."""

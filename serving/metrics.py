@@ -113,6 +113,16 @@ SHED = Counter("scenerec_shed_calls_total", "Large calls refused with 429: their
 REQUESTS = Counter(
     "scenerec_requests_total", "Recommendation requests by scene and outcome", ["model", "scene", "outcome"]
 )
+RERANKED = Counter(
+    "scenerec_reranked_requests_total",
+    "Requests answered with a ranking option (diversity, exclude, categories) by option",
+    ["model", "option"],
+)
+SHORT_ANSWERS = Counter(
+    "scenerec_short_answers_total",
+    "Requests whose filters (exclude, categories) left fewer than the k items asked for",
+    ["model"],
+)
 FALLBACKS = Counter(
     "scenerec_fallbacks_total", "Degraded or cold-start answers by reason", ["model", "reason"]
 )

@@ -5,6 +5,9 @@ Degraded answers are flagged in `fallback` and counted, never a 5xx:
 - `unknown_user`: no history in the feature store: the answer comes from the scene and context;
 - `feature_store_unavailable`: the store timed out or failed: the same, for every request;
 - `unknown_scene`: a scene the model never saw: the `default` scene is used.
+Filters (`exclude`, `categories`) that leave fewer than k items answer what is left and say so in
+`notice`; `diversity` re-orders the best candidates by maximal marginal relevance
+(scenerec/diversity.py) and keeps each item's relevance score and its parts.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from scenerec.features.readers import FeatureReadError, FeatureTimeout  # light:
 from serving import metrics
 from serving.admission import Limits, Overloaded, admit, lane
 from serving.breaker import STATES, BreakerSettings, CircuitBreaker
-from serving.requests import V2_INPUTS, V2_OUTPUTS, Request, parse_v1, parse_v2
+from serving.requests import EXPLAINED_HISTORY, V2_INPUTS, V2_OUTPUTS, Request, parse_v1, parse_v2
 from serving.runtime import PART_NAMES, Overlay, Query, Runtime
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,17 @@ HISTORY_ITEMS, HISTORY_SCENES = "history_item_ids", "history_scenes"
 # loop; auto: on the loop when the server was idle (no thread hand-off, the lowest latency at low
 # load), on the thread under load (batches, throughput).
 BATCHING = ("auto", "on", "off")
+
+
+def _longest(texts: Any) -> int:
+    """The longest of some strings as JSON text, escapes included: the answer byte bound
+    (serving/admission.py) must hold."""
+    return max((len(json.dumps(str(t))) - 2 for t in texts), default=0)
+
+
+def _longest_text(runtime: Runtime) -> int:
+    """The longest title, category or scene name a runtime's answers can carry."""
+    return max(_longest(runtime.info.titles), _longest(runtime.info.category_set), _longest(runtime.scenes))
 
 
 class SwapRefused(ValueError):
@@ -118,7 +132,8 @@ class ScenerecModel(Model):
         self.limits = limits or Limits()
         self._large_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scenerec-large")
         self._large_in_lane = 0
-        self._longest_id = 0
+        self._longest_id = 0  # the longest item id, and title, category or scene: as JSON text
+        self._longest_text = 0
         self.version = "unloaded"
         self._swap_lock = threading.Lock()
         self._catalogue: Any = None  # serving.catalogue_follower.CatalogueFollower of self.runtime
@@ -161,7 +176,8 @@ class ScenerecModel(Model):
             "__scenerec_probe__", self.runtime.scenes[self.runtime.default_scene]
         )  # round trip
         # as JSON text, escapes included: the answer byte bound (serving/admission.py) must hold
-        self._longest_id = max((len(json.dumps(str(i))) - 2 for i in self.runtime.item_ids), default=0)
+        self._longest_id = _longest(self.runtime.item_ids)
+        self._longest_text = _longest_text(self.runtime)
         self.version = self.runtime.manifest["model_version"]
         for graph, report in self.runtime.providers.items():
             metrics.PROVIDER.labels(self.name, graph, ",".join(report.requested), report.actual).set(1)
@@ -199,8 +215,10 @@ class ScenerecModel(Model):
             return None
         if follower.refresh():
             overlay = follower.runtime.overlay
-            longest = max((len(json.dumps(str(i))) - 2 for i in overlay.ids), default=0)
-            self._longest_id = max(self._longest_id, longest)
+            self._longest_id = max(self._longest_id, _longest(overlay.ids))
+            self._longest_text = max(
+                self._longest_text, _longest(overlay.titles), _longest(overlay.categories)
+            )
             metrics.CATALOGUE_ITEMS.labels(self.name, "added").set(len(overlay))
             metrics.CATALOGUE_ITEMS.labels(self.name, "hidden").set(len(overlay.hidden))
         return follower.runtime.overlay
@@ -237,9 +255,8 @@ class ScenerecModel(Model):
                 log.error("model swap to %s refused, %s keeps serving: %s", directory, self.version, e)
                 raise SwapRefused(f"{directory}: {e}") from e
             old = self.version
-            self._longest_id = max(
-                self._longest_id, *(len(json.dumps(str(i))) - 2 for i in candidate.item_ids)
-            )
+            self._longest_id = max(self._longest_id, _longest(candidate.item_ids))
+            self._longest_text = max(self._longest_text, _longest_text(candidate))
             self.runtime, self.model_dir, self._catalogue = candidate, directory, follower
             self.version = candidate.manifest["model_version"]
             metrics.MODEL_INFO.labels(self.name, old).set(0)
@@ -343,7 +360,7 @@ class ScenerecModel(Model):
         for row, request in enumerate(requests):  # a bad candidate list fails its own call, not a batch
             self._candidate_indices(request, row, self.runtime)
         served = self.runtime.n_items + len(self.runtime.overlay)
-        found = admit(requests, self.limits, served, self._longest_id)  # 413: before any work
+        found = admit(requests, self.limits, served, self._longest_id, self._longest_text)  # 413: before work
         if lane(found, self.limits) == "large":
             answers = await self._score_large(requests)
         elif self._score_inline():
@@ -446,7 +463,7 @@ class ScenerecModel(Model):
         model = self.name
         started = time.perf_counter()
         histories = self._read_histories(requests, record, rt)
-        queries, reasons = [], []
+        queries, reasons, read = [], [], []
         for row, request in enumerate(requests):
             why: list[str] = []
             history = histories[row]
@@ -458,6 +475,11 @@ class ScenerecModel(Model):
                 if unknown_user:
                     why.append("unknown_user")
                 ids, scenes = self._history_indices(item_ids, scene_ids, rt, overlay)
+            read.append((ids, scenes))
+            excluded = ids if request.exclude_seen else np.zeros(0, dtype=np.int64)
+            if request.exclude:
+                asked = rt.item_indices(request.exclude, overlay)  # unknown ids: nothing to leave out
+                excluded = np.concatenate([excluded, asked[asked >= 0]])
             scene = rt.scene_index.get(request.scene or rt.manifest["vocab"]["default_scene"])
             if scene is None:
                 why.append("unknown_scene")
@@ -471,7 +493,9 @@ class ScenerecModel(Model):
                     timestamp=request.timestamp,
                     k=request.k,
                     candidates=self._candidate_indices(request, row, rt, overlay, strict=False),
-                    exclude=ids if request.exclude_seen else np.zeros(0, dtype=np.int64),
+                    exclude=excluded,
+                    categories=frozenset(request.categories) if request.categories is not None else None,
+                    diversity=request.diversity,
                 )
             )
             reasons.append(why)
@@ -481,7 +505,7 @@ class ScenerecModel(Model):
             for stage, seconds in rt.timings.items():
                 metrics.STAGE_SECONDS[stage].labels(model).observe(seconds)
         answers = []
-        for request, query, result, why in zip(requests, queries, ranked, reasons, strict=True):
+        for request, query, result, why, seen in zip(requests, queries, ranked, reasons, read, strict=True):
             items = []
             for n, index in enumerate(result.items):
                 item: dict[str, Any] = {
@@ -489,23 +513,71 @@ class ScenerecModel(Model):
                     "score": float(result.scores[n]),
                 }
                 if request.explain:
+                    item["title"] = rt.title(index, overlay)
+                    item["category"] = rt.category(index, overlay)
                     item["parts"] = {
                         name: float(v) for name, v in zip(PART_NAMES, result.parts[n], strict=True)
                     }
                     item["p_conversion"] = float(result.p_conversion[n])
                     item["new"] = bool(index >= rt.n_items)  # added after training (from its text)
                 items.append(item)
+            notice = self._notice(request, len(items), rt, overlay)
             if record:
                 for reason in why:
                     metrics.FALLBACKS.labels(model, reason).inc()
                 scene_label = rt.scenes[query.scene]
                 metrics.REQUESTS.labels(model, scene_label, "fallback" if why else "ok").inc()
+                self._count_options(request, notice)
             version = rt.manifest["model_version"]
-            answers.append({"items": items, "model_version": version, "fallback": ",".join(why) or None})
+            answer = {"items": items, "model_version": version, "fallback": ",".join(why) or None}
+            if notice:
+                answer["notice"] = notice
+            if request.explain:
+                answer["provider"] = rt.provider
+                answer["history"] = self._explained_history(*seen, rt, overlay)
+            answers.append(answer)
         if record:
             metrics.BATCH_SECONDS.labels(model).observe(time.perf_counter() - started)
         self._last_scored = time.monotonic()
         return answers
+
+    @staticmethod
+    def _notice(request: Request, answered: int, rt: Runtime, overlay: Overlay) -> str | None:
+        """Why an answer holds fewer than k items when its filters are the reason; else None."""
+        if answered >= request.k or not (request.exclude or request.categories is not None):
+            return None
+        text = f"the filters left {answered} of the {request.k} items asked for"
+        if request.categories is not None:
+            unknown = sorted(set(request.categories) - rt.known_categories(overlay))
+            if unknown:
+                text += f"; no item has the category {', '.join(repr(c) for c in unknown[:5])}"
+        return text
+
+    def _count_options(self, request: Request, notice: str | None) -> None:
+        if request.diversity > 0:
+            metrics.RERANKED.labels(self.name, "diversity").inc()
+        if request.exclude:
+            metrics.RERANKED.labels(self.name, "exclude").inc()
+        if request.categories is not None:
+            metrics.RERANKED.labels(self.name, "categories").inc()
+        if notice:
+            metrics.SHORT_ANSWERS.labels(self.name).inc()
+
+    @staticmethod
+    def _explained_history(
+        items: np.ndarray, scenes: np.ndarray, rt: Runtime, overlay: Overlay
+    ) -> list[dict[str, Any]]:
+        """The history the model read, most recent first (the last `EXPLAINED_HISTORY`)."""
+        recent = range(len(items) - 1, max(-1, len(items) - 1 - EXPLAINED_HISTORY), -1)
+        return [
+            {
+                "item_id": rt.item_id(int(items[n]), overlay),
+                "title": rt.title(int(items[n]), overlay),
+                "category": rt.category(int(items[n]), overlay),
+                "scene": rt.scenes[int(scenes[n])],
+            }
+            for n in recent
+        ]
 
     def _read_histories(
         self, requests: list[Request], record: bool, rt: Runtime

@@ -2,7 +2,9 @@
 
 Every problem raises `kserve.errors.InvalidInput` (KServe answers 400) with a message naming the
 field, e.g. `instances[2].k: expected an integer in 1..1000, got 0`. Unknown scenes are not
-errors: they fall back to the `default` scene and the answer says so in `fallback`.
+errors: they fall back to the `default` scene and the answer says so in `fallback`; nor are
+filters that leave fewer than k items (or name a category no item has): the answer holds what is
+left and says so in `notice`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ MAX_K = 1000
 MAX_INSTANCES = 256
 MAX_CANDIDATES = 1000
 MAX_ID_LENGTH = 256
+MAX_EXCLUDED = 1000
+EXPLAINED_HISTORY = 20  # history items an explained answer shows, most recent first
+MAX_CATEGORIES = 100
 CONTEXT_KEYS = ("device", "timestamp")
 
 # V2 (Open Inference Protocol) tensors: name -> (datatype, required)
@@ -30,7 +35,12 @@ V2_INPUTS: dict[str, tuple[str, bool]] = {
     "k": ("INT32", False),
     "device": ("BYTES", False),
     "timestamp": ("FP64", False),
+    "diversity": ("FP64", False),
+    # filters: shape [E] applies to every user_id of the call, [B, E] one row per user_id ("" pads)
+    "exclude": ("BYTES", False),
+    "categories": ("BYTES", False),
 }
+FILTER_INPUTS = ("exclude", "categories")
 V2_OUTPUTS: dict[str, str] = {"item_id": "BYTES", "score": "FP32"}
 
 # The V1 and V2 bodies as JSON Schema, for the OpenAPI document (KServe documents no V1 body and a
@@ -38,6 +48,7 @@ V2_OUTPUTS: dict[str, str] = {"item_id": "BYTES", "score": "FP32"}
 _ID: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": r"\S"}
 _K: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_K}
 _TIMESTAMP: dict[str, Any] = {"type": "number", "minimum": 0}
+_DIVERSITY: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1}
 V1_BODY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["instances"],
@@ -62,12 +73,24 @@ V1_BODY_SCHEMA: dict[str, Any] = {
                     "candidates": {"type": "array", "minItems": 1, "maxItems": MAX_CANDIDATES, "items": _ID},
                     "exclude_seen": {"type": "boolean"},
                     "explain": {"type": "boolean"},
+                    "diversity": _DIVERSITY,
+                    "exclude": {"type": "array", "maxItems": MAX_EXCLUDED, "items": _ID},
+                    "categories": {"type": "array", "minItems": 1, "maxItems": MAX_CATEGORIES, "items": _ID},
                 },
             },
         }
     },
 }
-_V2_VALUES = {"user_id": _ID, "scene": _ID, "k": _K, "device": _ID, "timestamp": _TIMESTAMP}
+_V2_VALUES = {
+    "user_id": _ID,
+    "scene": _ID,
+    "k": _K,
+    "device": _ID,
+    "timestamp": _TIMESTAMP,
+    "diversity": _DIVERSITY,
+    "exclude": {"type": "string", "maxLength": MAX_ID_LENGTH},
+    "categories": {"type": "string", "maxLength": MAX_ID_LENGTH},
+}
 
 
 def _v2_tensor(name: str, datatype: str) -> dict[str, Any]:
@@ -78,7 +101,12 @@ def _v2_tensor(name: str, datatype: str) -> dict[str, Any]:
             "name": {"const": name},
             "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
             "datatype": {"const": datatype},
-            "data": {"type": "array", "minItems": 1, "maxItems": MAX_INSTANCES, "items": _V2_VALUES[name]},
+            "data": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_EXCLUDED * MAX_INSTANCES if name in FILTER_INPUTS else MAX_INSTANCES,
+                "items": _V2_VALUES[name],
+            },
         },
     }
 
@@ -118,6 +146,9 @@ class Request:
     candidates: list[str] | None = None
     exclude_seen: bool = True
     explain: bool = False
+    diversity: float = 0.0  # 0: by relevance; up to 1: spread over categories and item vectors
+    exclude: list[str] = field(default_factory=list)  # never answer these item ids
+    categories: list[str] | None = None  # answer only items of these categories
 
 
 def parse_v1(payload: Any) -> list[Request]:
@@ -144,7 +175,18 @@ def parse_v1(payload: Any) -> list[Request]:
 def _parse_instance(item: Any, where: str) -> Request:
     if not isinstance(item, dict):
         raise InvalidInput(f"{where}: expected an object, got {type(item).__name__}")
-    known = {"user_id", "scene", "context", "k", "candidates", "exclude_seen", "explain"}
+    known = {
+        "user_id",
+        "scene",
+        "context",
+        "k",
+        "candidates",
+        "exclude_seen",
+        "explain",
+        "diversity",
+        "exclude",
+        "categories",
+    }
     unknown = sorted(set(item) - known)
     if unknown:
         raise InvalidInput(f"{where}.{unknown[0]}: unknown field (known: {', '.join(sorted(known))})")
@@ -163,12 +205,16 @@ def _parse_instance(item: Any, where: str) -> Request:
         candidates=_candidates(item.get("candidates"), f"{where}.candidates"),
         exclude_seen=_flag(item.get("exclude_seen", True), f"{where}.exclude_seen"),
         explain=_flag(item.get("explain", False), f"{where}.explain"),
+        diversity=_diversity(item.get("diversity", 0.0), f"{where}.diversity"),
+        exclude=_id_list(item.get("exclude", []), f"{where}.exclude", MAX_EXCLUDED, empty=True) or [],
+        categories=_id_list(item.get("categories"), f"{where}.categories", MAX_CATEGORIES),
     )
 
 
 def parse_v2(request: InferRequest) -> list[Request]:
     """Open Inference Protocol inputs (user_id BYTES [B]; scene, k, device, timestamp optional)."""
     tensors: dict[str, list[Any]] = {}
+    shapes: dict[str, list[int]] = {}
     for tensor in request.inputs:
         spec = V2_INPUTS.get(tensor.name)
         if spec is None:
@@ -178,6 +224,7 @@ def parse_v2(request: InferRequest) -> list[Request]:
         try:  # OverflowError: an INT32 value out of its range; UnicodeDecodeError: BYTES that are not UTF-8
             values = np.asarray(tensor.as_numpy()).reshape(-1).tolist()
             tensors[tensor.name] = [v.decode() if isinstance(v, bytes) else v for v in values]
+            shapes[tensor.name] = [int(d) for d in tensor.shape]
         except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as e:
             raise InvalidInput(f"inputs.{tensor.name}: cannot decode the data ({e})") from e
     if "user_id" not in tensors or not tensors["user_id"]:
@@ -185,6 +232,11 @@ def parse_v2(request: InferRequest) -> list[Request]:
     batch = len(tensors["user_id"])
     if batch > MAX_INSTANCES:
         raise InvalidInput(f"inputs.user_id: at most {MAX_INSTANCES} per request, got {batch}")
+    filters = {
+        name: _v2_filter(tensors.pop(name), shapes[name], batch, name)
+        for name in FILTER_INPUTS
+        if name in tensors
+    }
     for name, values in tensors.items():
         if len(values) not in (1, batch):
             raise InvalidInput(
@@ -202,9 +254,34 @@ def parse_v2(request: InferRequest) -> list[Request]:
             device=_identifier(value("device", row), f"inputs.device[{row}]"),
             timestamp=_timestamp(value("timestamp", row), f"inputs.timestamp[{row}]"),
             k=_k(value("k", row) if "k" in tensors else 10, f"inputs.k[{row}]"),
+            diversity=_diversity(
+                value("diversity", row) if "diversity" in tensors else 0.0, f"inputs.diversity[{row}]"
+            ),
+            exclude=filters["exclude"][row] if "exclude" in filters else [],
+            categories=(filters["categories"][row] or None) if "categories" in filters else None,
         )
         for row in range(batch)
     ]
+
+
+def _v2_filter(values: list[Any], shape: list[int], batch: int, name: str) -> list[list[str]]:
+    """A BYTES filter tensor as one id list per user_id: shape [E] for all of them, [B, E] per row
+    (empty strings pad the shorter rows)."""
+    if len(shape) == 2 and shape[0] == batch:
+        width = shape[1]
+        rows = [values[r * width : (r + 1) * width] for r in range(batch)]
+    elif len(shape) == 1:
+        rows = [values] * batch
+    else:
+        raise InvalidInput(
+            f"inputs.{name}: expected shape [E] (for every user_id) or [{batch}, E], got {shape}"
+        )
+    limit = MAX_EXCLUDED if name == "exclude" else MAX_CATEGORIES
+    out = []
+    for r, row in enumerate(rows):
+        kept = [v for v in row if v != ""]
+        out.append(_id_list(kept, f"inputs.{name}[{r}]", limit, empty=True) or [])
+    return out
 
 
 def _identifier(value: Any, where: str, required: bool = False) -> str | None:
@@ -223,6 +300,23 @@ def _k(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= int(value) <= MAX_K:
         raise InvalidInput(f"{where}: expected an integer in 1..{MAX_K}, got {value!r}")
     return int(value)
+
+
+def _diversity(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise InvalidInput(f"{where}: expected a number in [0, 1] (0: by relevance only), got {value!r}")
+    return float(value)
+
+
+def _id_list(value: Any, where: str, limit: int, empty: bool = False) -> list[str] | None:
+    """A list of ids (items or categories); None when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or (not value and not empty):
+        raise InvalidInput(f"{where}: expected a {'' if empty else 'non-empty '}list of strings")
+    if len(value) > limit:
+        raise InvalidInput(f"{where}: at most {limit} entries, got {len(value)}")
+    return [_identifier(v, f"{where}[{n}]", required=True) or "" for n, v in enumerate(value)]
 
 
 def _flag(value: Any, where: str) -> bool:

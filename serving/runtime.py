@@ -10,6 +10,7 @@ predictor and must answer KServe's 5 s liveness ping in time.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -21,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from scenerec.artifact import check_signature, read_manifest
+from scenerec.config import Config
+from scenerec.diversity import diversify, unit_rows
 from scenerec.item_encoder import ItemTables
 from scenerec.model.inputs import hour_bucket, weekday
 from scenerec.onnx_runtime import ProviderReport, create_session
@@ -45,11 +48,29 @@ class Overlay:
     hidden: np.ndarray  # exported item indices that are hidden (int64)
     index: dict[str, int] = field(default_factory=dict)  # id -> N + position
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # [M, Q]
+    titles: np.ndarray = field(default_factory=lambda: np.zeros(0, object))  # [M]
+    categories: np.ndarray = field(default_factory=lambda: np.zeros(0, object))  # [M] names
 
     @classmethod
-    def build(cls, ids: list[str], tables: ItemTables, hidden: np.ndarray, n_items: int) -> Overlay:
+    def build(
+        cls,
+        ids: list[str],
+        tables: ItemTables,
+        hidden: np.ndarray,
+        n_items: int,
+        titles: list[str] | None = None,
+        categories: list[str] | None = None,
+    ) -> Overlay:
         index = {item: n_items + k for k, item in enumerate(ids)}
-        return cls(np.asarray(ids, dtype=object), tables, hidden.astype(np.int64), index, tables.vectors())
+        return cls(
+            np.asarray(ids, dtype=object),
+            tables,
+            hidden.astype(np.int64),
+            index,
+            tables.vectors(),
+            np.asarray(titles if titles is not None else list(ids), dtype=object),
+            np.asarray(categories if categories is not None else ["unknown"] * len(ids), dtype=object),
+        )
 
     @classmethod
     def empty(cls, dims: dict[str, int]) -> Overlay:
@@ -71,6 +92,8 @@ class Query:
     k: int
     candidates: np.ndarray | None = None  # rank only these item indices
     exclude: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    categories: frozenset[str] | None = None  # answer only items of these categories
+    diversity: float = 0.0  # 0: by relevance; up to 1: spread by MMR (scenerec/diversity.py)
 
 
 @dataclass
@@ -79,6 +102,38 @@ class Ranked:
     scores: np.ndarray  # [k]
     parts: np.ndarray  # [k, 4] collaborative, text, scene, item-item
     p_conversion: np.ndarray  # [k]
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """What answers show of the exported items and what diversity compares (items.parquet)."""
+
+    titles: np.ndarray  # [N] object
+    categories: np.ndarray  # [N] object: category names
+    unit_vectors: np.ndarray  # [N, Q-1] retrieval vectors without the bias column, length 1
+
+    @functools.cached_property
+    def category_set(self) -> frozenset[str]:
+        return frozenset(str(c) for c in self.categories)
+
+    @classmethod
+    def read(cls, model_dir: Path, item_ids: list[str]) -> ItemInfo:
+        """From the model's items.parquet (hashed in its manifest), in the id map's order."""
+        import pyarrow.parquet as pq
+
+        path = model_dir / "items.parquet"
+        table = pq.read_table(path)
+        names = set(table.column_names)
+        ids = [str(v) for v in table.column("item_id").to_pylist()]
+        if ids != [str(v) for v in item_ids]:
+            raise ValueError(f"{path}: its item_id column is not in id_maps/items.json's order")
+        vectors = np.asarray(table.column("vector").to_pylist(), dtype=np.float32).reshape(len(ids), -1)
+        titles = table.column("title").to_pylist() if "title" in names else ids  # older models: no title
+        return cls(
+            np.asarray([str(t) for t in titles], dtype=object),
+            np.asarray([str(c) for c in table.column("category").to_pylist()], dtype=object),
+            unit_rows(vectors[:, :-1]),  # the last column is the item bias, not a direction
+        )
 
 
 class Runtime:
@@ -93,6 +148,7 @@ class Runtime:
         item_ids: list[str],
         scenes: list[str],
         devices: list[str],
+        info: ItemInfo | None = None,
     ) -> None:
         self.model_dir, self.sessions, self.providers, self.manifest = (
             model_dir,
@@ -112,6 +168,10 @@ class Runtime:
         self.default_scene = self.scene_index[manifest["vocab"]["default_scene"]]
         self.retrieval_depth = 200  # candidates the ranker re-scores; the predictor sets it from a flag
         self.overlay = Overlay.empty(dims)
+        self.ranking = Config.from_dict(manifest["config"]).ranking
+        self.info = info or ItemInfo(
+            self.item_ids.copy(), np.full(self.n_items, "unknown", dtype=object), np.zeros((self.n_items, 1))
+        )
         self._local = threading.local()
         self._hour_bucket, self._weekday = hour_bucket, weekday
 
@@ -126,6 +186,30 @@ class Runtime:
         if index < self.n_items:
             return str(self.item_ids[index])
         return str((overlay if overlay is not None else self.overlay).ids[index - self.n_items])
+
+    def title(self, index: int, overlay: Overlay | None = None) -> str:
+        if index < self.n_items:
+            return str(self.info.titles[index])
+        return str((overlay if overlay is not None else self.overlay).titles[index - self.n_items])
+
+    def category(self, index: int, overlay: Overlay | None = None) -> str:
+        if index < self.n_items:
+            return str(self.info.categories[index])
+        return str((overlay if overlay is not None else self.overlay).categories[index - self.n_items])
+
+    def categories_of(self, indices: np.ndarray, overlay: Overlay) -> np.ndarray:
+        """Category names of catalogue indices (added items: N and up), same shape."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if not len(overlay):
+            return self.info.categories[indices]
+        fresh = indices >= self.n_items
+        names = self.info.categories[np.where(fresh, 0, indices)]
+        names[fresh] = overlay.categories[indices[fresh] - self.n_items]
+        return names
+
+    def known_categories(self, overlay: Overlay | None = None) -> frozenset[str]:
+        overlay = overlay if overlay is not None else self.overlay
+        return self.info.category_set | {str(c) for c in overlay.categories}
 
     @property
     def accepts_new_items(self) -> bool:
@@ -147,8 +231,9 @@ class Runtime:
             name: json.loads((model_dir / "id_maps" / f"{name}.json").read_text())
             for name in ("items", "scenes", "devices")
         }
+        info = ItemInfo.read(model_dir, maps["items"])
         runtime = cls(
-            model_dir, sessions, providers, manifest, maps["items"], maps["scenes"], maps["devices"]
+            model_dir, sessions, providers, manifest, maps["items"], maps["scenes"], maps["devices"], info
         )
         log.info(
             "loaded %s (%d items) on %s",
@@ -244,14 +329,58 @@ class Runtime:
             parts = np.where(fresh[..., None], fresh_parts, parts)
             p_conv = np.where(fresh, fresh_conv, p_conv)
         score = np.where(valid, score, -np.inf)
+        orders = self._order(queries, candidates, score, valid, overlay)
         self.timings["ranking"] = time.perf_counter() - clock
         out = []
         for row, q in enumerate(queries):
             keep = min(q.k, int(valid[row].sum()))
-            order = np.argsort(-score[row], kind="stable")[:keep]
+            order = orders[row][:keep]
             out.append(
                 Ranked(candidates[row, order], score[row, order], parts[row, order], p_conv[row, order])
             )
+        return out
+
+    def _order(
+        self,
+        queries: list[Query],
+        candidates: np.ndarray,
+        score: np.ndarray,
+        valid: np.ndarray,
+        overlay: Overlay,
+    ) -> list[np.ndarray]:
+        """Each row's candidate positions, answer order first: by score, or picked by MMR from
+        the best `ranking.diversity_pool` where the request asked for diversity."""
+        by_score = np.argsort(-score, axis=1, kind="stable")
+        spread = [row for row, q in enumerate(queries) if q.diversity > 0]
+        orders = list(by_score)
+        if not spread:
+            return orders
+        pool = by_score[spread, : max(self.ranking.diversity_pool, max(queries[r].k for r in spread))]
+        items = np.take_along_axis(candidates[spread], pool, 1)
+        names = self.categories_of(items, overlay)
+        _, codes = np.unique(names.astype(str), return_inverse=True)
+        picks = diversify(
+            np.take_along_axis(score[spread], pool, 1),
+            np.take_along_axis(valid[spread], pool, 1),
+            codes.reshape(items.shape),
+            self._unit_vectors(items, overlay),
+            max(queries[r].k for r in spread),
+            np.array([queries[r].diversity for r in spread]),
+            self.ranking.diversity_category_weight,
+        )
+        for n, row in enumerate(spread):
+            chosen = picks[n][picks[n] >= 0]
+            orders[row] = pool[n, chosen]
+        return orders
+
+    def _unit_vectors(self, items: np.ndarray, overlay: Overlay) -> np.ndarray:
+        """[..., Q-1] unit-length similarity vectors of catalogue indices (added items: N and up)."""
+        exported = self.info.unit_vectors
+        if not len(overlay):
+            return exported[items]
+        fresh = items >= self.n_items
+        out = exported[np.where(fresh, 0, items)]
+        out[fresh] = unit_rows(overlay.vectors[items[fresh] - self.n_items, : exported.shape[1]])
         return out
 
     def _candidates(
@@ -265,9 +394,9 @@ class Runtime:
         """[B, C] candidate indices and which are real: given candidates, or retrieval's top items.
 
         Padding uses index 0 with valid=False (the ranker's tables have no pad row); excluded and
-        hidden items and retrieval's -inf tail are never valid. Added items (N and up) are scored
-        against the query beside the graph (one product with their retrieval vectors; they have
-        no item-item part) and merged with its top items.
+        hidden items, items outside a request's `categories` and retrieval's -inf tail are never
+        valid. A category filter over-fetches: retrieval goes 4x deeper until each filtered row
+        has k allowed items or the whole catalogue was searched, then keeps the best `depth`.
         """
         n, hidden = self.n_items, overlay.hidden
         if all(q.candidates is not None for q in queries):
@@ -275,7 +404,10 @@ class Runtime:
             for q in queries:
                 assert q.candidates is not None
                 drop = np.concatenate([q.exclude, hidden]) if len(hidden) else q.exclude
-                lists.append(np.setdiff1d(q.candidates, drop) if len(drop) else np.unique(q.candidates))
+                allowed = np.setdiff1d(q.candidates, drop) if len(drop) else np.unique(q.candidates)
+                if q.categories is not None:
+                    allowed = allowed[np.isin(self.categories_of(allowed, overlay), list(q.categories))]
+                lists.append(allowed)
             width = max(1, max(len(c) for c in lists))
             candidates = np.zeros((len(queries), width), dtype=np.int64)
             valid = np.zeros((len(queries), width), dtype=bool)
@@ -284,6 +416,45 @@ class Runtime:
                 valid[row, : len(allowed)] = True
             return candidates, valid
         depth = min(n, max(self.retrieval_depth, max(q.k for q in queries)))
+        top, scores = self._retrieve(queries, query, weight, history, overlay, depth)
+        if all(q.categories is None for q in queries):
+            keep = min(scores.shape[1], depth)
+            return top[:, :keep], np.isfinite(scores[:, :keep])
+        wide = depth
+        while True:
+            valid = np.isfinite(scores) & self._allowed(queries, top, overlay)
+            short = any(q.categories is not None and valid[r].sum() < q.k for r, q in enumerate(queries))
+            if not short or wide >= n:
+                break
+            wide = min(n, wide * 4)
+            top, scores = self._retrieve(queries, query, weight, history, overlay, wide)
+        # the best `depth` valid entries of each row, in retrieval order
+        order = np.argsort(~valid, axis=1, kind="stable")[:, :depth]
+        return np.take_along_axis(top, order, 1), np.take_along_axis(valid, order, 1)
+
+    def _allowed(self, queries: list[Query], top: np.ndarray, overlay: Overlay) -> np.ndarray:
+        """[B, C] whether each retrieved item is in its request's allowed categories."""
+        allowed = np.ones(top.shape, dtype=bool)
+        names = self.categories_of(top, overlay)
+        for row, q in enumerate(queries):
+            if q.categories is not None:
+                allowed[row] = np.isin(names[row], list(q.categories))
+        return allowed
+
+    def _retrieve(
+        self,
+        queries: list[Query],
+        query: np.ndarray,
+        weight: np.ndarray,
+        history: np.ndarray,
+        overlay: Overlay,
+        depth: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Retrieval's top `depth` exported items and every added one, by score: [B, C] indices
+        and scores (-inf: excluded, hidden or past the catalogue). Added items (N and up) are
+        scored against the query beside the graph (one product with their retrieval vectors; they
+        have no item-item part) and merged with the graph's top items."""
+        n, hidden = self.n_items, overlay.hidden
         excluded = [np.concatenate([q.exclude[q.exclude < n], hidden]) for q in queries]
         width = max(1, max(len(e) for e in excluded))
         exclude = np.full((len(queries), width), n, dtype=np.int64)
@@ -300,13 +471,12 @@ class Runtime:
             },
         )
         if len(overlay) == 0:
-            return top, np.isfinite(top_scores)
+            return top, top_scores
         added = query @ overlay.vectors.T  # [B, M]
         for row, q in enumerate(queries):
             seen = q.exclude[q.exclude >= n] - n
             added[row, seen[seen < len(overlay)]] = -np.inf
         indices = np.concatenate([top, np.broadcast_to(n + np.arange(len(overlay)), added.shape)], axis=1)
         scores = np.concatenate([top_scores, added], axis=1)
-        keep = min(scores.shape[1], depth)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :keep]
-        return np.take_along_axis(indices, order, 1), np.isfinite(np.take_along_axis(scores, order, 1))
+        order = np.argsort(-scores, axis=1, kind="stable")
+        return np.take_along_axis(indices, order, 1), np.take_along_axis(scores, order, 1)

@@ -83,7 +83,7 @@ def test_the_document_describes_our_request_bodies(server: Server) -> None:
     assert set(v1["schema"]["properties"]["instances"]["items"]["properties"]) >= {"user_id", "scene", "k"}
     v2 = paths["/v2/models/{model_name}/infer"]["post"]["requestBody"]["content"]["application/json"]
     names = {t["properties"]["name"]["const"] for t in v2["schema"]["properties"]["inputs"]["items"]["oneOf"]}
-    assert names == {"user_id", "scene", "k", "device", "timestamp"}
+    assert names == {"user_id", "scene", "k", "device", "timestamp", "diversity", "exclude", "categories"}
 
 
 def test_no_request_is_a_server_error(server: Server) -> None:
