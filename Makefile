@@ -14,13 +14,15 @@ $(STAMP): pyproject.toml requirements.lock
 venv: $(STAMP)
 
 ## demo: synthetic data -> the Kubeflow pipeline on kfp.local -> the predictor -> ranked answers (the main job)
+## (make demo DEMO_ARGS=--keep-serving: the predictor stays up for its explorer page until Ctrl-C)
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.demo
+	$(BIN)/python -m pipelines.demo $(DEMO_ARGS)
 
 ## test: lint, then the whole test suite (unit + integration)
 test: $(STAMP) lint
 	scripts/ensure_redis.sh || echo "no redis-server: its tests skip, and fail under CI=true"; \
 	scripts/ensure_promtool.sh || echo "no promtool: the alert tests skip, and fail under CI=true"; \
+	scripts/ensure_chromium.sh || echo "no chromium: the explorer page's browser tests skip, and fail under CI=true"; \
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -5,7 +5,8 @@
    ONNX export, evaluate gate, publish features to Feast, render the InferenceService);
 3. start the KServe predictor on a loopback port with the model and the published feature repo;
 4. ask it for recommendations in each scene, for a user it has never seen, with explanations;
-5. print the metrics against the baselines and the oracle, point to the HTML report, stop the server.
+5. print the metrics against the baselines and the oracle, point to the HTML report and to the
+   explorer page (`/ui/`), then stop the server, or keep it up until Ctrl-C with `--keep-serving`.
 
 The ablations and the cold-item protocol (each a further training run) are left to
 `benchmarks/quality.py` to keep the demo within a few minutes; pass
@@ -43,6 +44,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--pipeline-root", type=Path, default=DEFAULT_ROOT)
+    parser.add_argument(
+        "--keep-serving",
+        action="store_true",
+        help="keep the predictor up after the demo (open its explorer page) until Ctrl-C",
+    )
+    parser.add_argument("--port", type=int, default=0, help="the predictor's HTTP port (default: a free one)")
     args = parser.parse_args()
     started = time.perf_counter()
     config = load_config(None, [*DEMO_SETTINGS, *args.overrides])
@@ -58,22 +65,33 @@ def main() -> int:
         steps.add_row(step.name, step.status, f"{step.seconds:.1f}")
     console.print(steps)
     console.rule("3. the predictor (KServe ModelServer on loopback)")
-    port, grpc = free_port(), free_port()
+    port, grpc = args.port or free_port(), free_port()
     server = _serve(run.model_dir, run.feature_repo, port, grpc)
     try:
         console.rule("4. ranked answers")
         _ask(port, data)
+        console.rule("5. metrics")
+        metrics = json.loads((run.model_dir / "metrics.json").read_text())
+        truth = json.loads((data / "truth.json").read_text())
+        console.print(metrics_table(collect_rows(metrics, truth)))
+        console.print(f"HTML report: {run.model_dir / 'report.html'}")
+        console.print(f"model directory: {run.model_dir}\nfeature repo: {run.feature_repo}")
+        console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+        if args.keep_serving:
+            _keep_serving(server, port)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
-    console.rule("5. metrics")
-    metrics = json.loads((run.model_dir / "metrics.json").read_text())
-    truth = json.loads((data / "truth.json").read_text())
-    console.print(metrics_table(collect_rows(metrics, truth)))
-    console.print(f"HTML report: {run.model_dir / 'report.html'}")
-    console.print(f"model directory: {run.model_dir}\nfeature repo: {run.feature_repo}")
-    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def _keep_serving(server: subprocess.Popen[bytes], port: int) -> None:
+    """Until Ctrl-C (or the predictor exits): a person can open the explorer page meanwhile."""
+    console.print(f"serving until Ctrl-C: explorer page http://127.0.0.1:{port}/ui/")
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        console.print("stopping the predictor")
 
 
 def _serve(model_dir: Path, repo: Path, port: int, grpc: int) -> subprocess.Popen[bytes]:
@@ -91,6 +109,7 @@ def _serve(model_dir: Path, repo: Path, port: int, grpc: int) -> subprocess.Pope
         except PredictorNotReady as e:
             raise SystemExit(str(e)) from e
     console.print(f"ready: http://127.0.0.1:{port} (gRPC 127.0.0.1:{grpc}), log {log}")
+    console.print(f"explorer page: http://127.0.0.1:{port}/ui/")
     return server
 
 

@@ -108,6 +108,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--max_body_bytes", type=int, default=1 << 20, help="larger request bodies get 413")
     parser.add_argument(
+        "--no_ui",
+        action="store_true",
+        help="do not serve the explorer page (/ui/: a user, a scene -> the ranking and why, through V1)",
+    )
+    parser.add_argument(
         "--drain_seconds",
         type=float,
         default=20.0,
@@ -218,7 +223,10 @@ def serve(args: argparse.Namespace) -> None:
 
     configure_logging(args.log_config_file)
     http_extras = functools.partial(
-        install_http_extras, max_body_bytes=args.max_body_bytes, drain_seconds=args.drain_seconds
+        install_http_extras,
+        max_body_bytes=args.max_body_bytes,
+        drain_seconds=args.drain_seconds,
+        ui=not args.no_ui,
     )
     http_extras()  # here, and again in each --workers process (see ServedModels)
     model = ScenerecModel(

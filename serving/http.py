@@ -204,7 +204,7 @@ def _document_bodies(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def install_http_extras(max_body_bytes: int, drain_seconds: float = 20.0) -> None:
+def install_http_extras(max_body_bytes: int, drain_seconds: float = 20.0, ui: bool = True) -> None:
     from kserve import model_server
 
     from serving.health import ReadinessDetail
@@ -227,6 +227,10 @@ def install_http_extras(max_body_bytes: int, drain_seconds: float = 20.0) -> Non
 
     install_events_route(app)
     install_items_route(app)
+    if ui:  # the explorer page (serving/ui/): static files and its set-up, beside V1
+        from serving.ui import install_ui_routes
+
+        install_ui_routes(app)
     from fastapi.exceptions import RequestValidationError
 
     from serving.admission import LimitExceeded, Overloaded

@@ -35,3 +35,8 @@ def test_breaker_flags_become_the_breakers_settings(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as exit_info:
         breaker_settings(parse_args([*REQUIRED, "--breaker_failures", "0"]))
     assert exit_info.value.code == 2 and "failures must be >= 1" in capsys.readouterr().err
+
+
+def test_the_explorer_page_is_on_unless_no_ui() -> None:
+    assert parse_args(REQUIRED).no_ui is False
+    assert parse_args([*REQUIRED, "--no_ui"]).no_ui is True
