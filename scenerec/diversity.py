@@ -30,6 +30,12 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
 
 
+def similarity_vectors(retrieval_vectors: np.ndarray) -> np.ndarray:
+    """What MMR compares of items: their retrieval vectors without the last column (the item bias,
+    a popularity level rather than a direction), at length 1."""
+    return unit_rows(np.asarray(retrieval_vectors)[..., :-1])
+
+
 def mmr(
     scores: np.ndarray,
     valid: np.ndarray,

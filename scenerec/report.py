@@ -85,6 +85,15 @@ def write_report(
             f"<p>Conversion head AUC on the test targets: {model['tasks']['conversion_auc']:.4f} "
             f"(conversion rate {model['tasks']['conversion_rate']:.3f})</p>"
         )
+    if model.get("diversity_curve"):
+        parts.append(
+            "<h2>Diversity at ranking time: what the predictor's <code>diversity</code> knob trades</h2>"
+            "<p>The test lists re-ranked by maximal marginal relevance from the best candidates "
+            "(scenerec/diversity.py): relevance of the held-out item against the spread of the lists "
+            "(intra-list diversity: pairs in different categories) and the catalogue they cover.</p>"
+        )
+        parts.append(_curve_table(model["diversity_curve"]))
+        parts.append(_figure(_diversity_chart(model["diversity_curve"])))
     if model.get("training", {}).get("epochs"):
         parts.append("<h2>Training</h2>")
         parts.append(_figure(_training_curve(model["training"]["epochs"])))
@@ -121,6 +130,33 @@ def _html_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
 def _key_value_table(title: str, values: Mapping[str, float]) -> str:
     rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{v:.4f}</td></tr>" for k, v in values.items())
     return f"<table><tr><th>{html.escape(title)}</th><th>value</th></tr>{rows}</table>"
+
+
+DIVERSITY_COLUMNS = ("ndcg@10", "hr@10", "ild@10", "coverage@10")
+
+
+def _curve_table(curve: list[dict[str, float]]) -> str:
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in ("diversity", *DIVERSITY_COLUMNS))
+    lines = [f"<table><tr>{header}</tr>"]
+    for row in curve:
+        cells = [f"{row['diversity']:g}", *(f"{row.get(c, float('nan')):.4f}" for c in DIVERSITY_COLUMNS)]
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "\n".join(lines) + "</table>"
+
+
+def _diversity_chart(curve: list[dict[str, float]]) -> plt.Figure:
+    """NDCG@10 against intra-list diversity and against coverage, one point per knob value."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, spread in zip(axes, ("ild@10", "coverage@10"), strict=True):
+        x, y = [r[spread] for r in curve], [r["ndcg@10"] for r in curve]
+        ax.plot(x, y, "o-", color="tab:purple")
+        for row, xi, yi in zip(curve, x, y, strict=True):
+            ax.annotate(f"d={row['diversity']:g}", (xi, yi), textcoords="offset points", xytext=(4, 4))
+        ax.set_xlabel(spread)
+        ax.set_ylabel("NDCG@10")
+    fig.suptitle("relevance against spread as diversity goes 0 -> 1")
+    fig.tight_layout()
+    return fig
 
 
 def _training_curve(epochs: list[dict[str, float]]) -> plt.Figure:

@@ -33,6 +33,7 @@ from scenerec.data.dataset import Dataset, load_dataset
 from scenerec.data.io import atomic_directory, write_json, write_parquet
 from scenerec.data.split import EvalCases, cold_item_split, leave_last_out
 from scenerec.distributed import init_distributed
+from scenerec.diversity_curve import diversity_curve
 from scenerec.evaluate import COLD_NEW_SLICE, COLD_SLICE, cold_item_slices, evaluate, scene_slices
 from scenerec.export import export_model_graphs
 from scenerec.model.fit import FitResult, fit, item_statistics, size_recipe
@@ -114,6 +115,9 @@ def train(
         manifest = _manifest(staging, dataset, config, main, encoder_info)
         write_json(manifest, staging / MANIFEST)
         model_metrics = _evaluate_shipped(staging, dataset, test_cases, slices, config)
+        model_metrics["diversity_curve"] = diversity_curve(  # what the predictor's `diversity` costs
+            OnnxScorer(staging), test_cases, dataset.item_categories(), exported["item_vectors"], config
+        )
         model_metrics["tasks"] = _conversion_auc(main.model, dataset, split.test, test_cases, config)
         model_metrics["lambda"] = {**_learned_lambda(main.model, dataset), "valid_scale": main.lambda_scale}
         model_metrics["item_item"] = {**main.item_item, "scene": _item_item_weights(main.model, dataset)}

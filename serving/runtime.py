@@ -23,7 +23,7 @@ import numpy as np
 
 from scenerec.artifact import check_signature, read_manifest
 from scenerec.config import Config
-from scenerec.diversity import diversify, unit_rows
+from scenerec.diversity import diversify, similarity_vectors, unit_rows
 from scenerec.item_encoder import ItemTables
 from scenerec.model.inputs import hour_bucket, weekday
 from scenerec.onnx_runtime import ProviderReport, create_session
@@ -132,7 +132,7 @@ class ItemInfo:
         return cls(
             np.asarray([str(t) for t in titles], dtype=object),
             np.asarray([str(c) for c in table.column("category").to_pylist()], dtype=object),
-            unit_rows(vectors[:, :-1]),  # the last column is the item bias, not a direction
+            similarity_vectors(vectors),
         )
 
 

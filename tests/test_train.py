@@ -88,7 +88,12 @@ def test_metrics_cover_model_slices_ablations_and_baselines(trained: Path) -> No
     assert model["tasks"]["conversion_auc"] is not None and 0 <= model["tasks"]["conversion_auc"] <= 1
     assert "no_text" in metrics["ablations"] and "ndcg@10" in metrics["ablations"]["no_text"]["test"]
     assert set(metrics["baselines"]) == {"popularity", "scene_popularity", "ease"}
-    assert (trained / "report.html").read_text().count("<img") >= 1
+    curve = model["diversity_curve"]
+    assert [row["diversity"] for row in curve] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert curve[0]["ndcg@10"] == pytest.approx(model["test"]["ndcg@10"], abs=1e-6)  # d = 0: the ranking
+    assert curve[-1]["ild@10"] > curve[0]["ild@10"]
+    report = (trained / "report.html").read_text()
+    assert report.count("<img") >= 2 and "Diversity at ranking time" in report
 
 
 def test_evaluate_recomputes_the_same_numbers_from_onnx(
