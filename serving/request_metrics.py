@@ -22,6 +22,13 @@ _ROUTES = (
     ("v2", re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/[^/]+)?/infer$")),
 )
 CODE_CLASSES = ("2xx", "4xx", "5xx")
+_in_flight = 0  # inference calls of this process between their arrival and their answer
+
+
+def in_flight() -> int:
+    """Inference calls (REST and gRPC) this process has received and not yet answered: the
+    predictor scores a call on the event loop only when it is the only one (serving/predictor.py)."""
+    return _in_flight
 
 
 def served(name: str) -> str:
@@ -60,8 +67,10 @@ class RequestMetrics:
         if found is None:
             await self.app(scope, receive, send)
             return
+        global _in_flight
         protocol, model = found
         started, status, done = time.perf_counter(), 500, False
+        _in_flight += 1
 
         async def timed_send(message: Message) -> None:
             nonlocal status, done
@@ -75,6 +84,7 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, timed_send)
         finally:
+            _in_flight -= 1
             if not done:  # the app failed (or the client left) before the answer was complete
                 observe(model, protocol, status, code_class(status), time.perf_counter() - started)
 
@@ -119,13 +129,16 @@ def install_grpc_metrics() -> None:
 
     class TimedServicer(base):  # type: ignore[misc, valid-type]
         async def ModelInfer(self, request: Any, context: Any) -> Any:
+            global _in_flight
             started, error = time.perf_counter(), None
+            _in_flight += 1
             try:
                 return await super().ModelInfer(request, context)
             except BaseException as e:
                 error = e
                 raise
             finally:
+                _in_flight -= 1
                 status = grpc_status(error)
                 code = "2xx" if status == "OK" else "4xx" if status in _GRPC_CLIENT_ERRORS else "5xx"
                 observe(served(request.model_name), "grpc", status, code, time.perf_counter() - started)

@@ -66,6 +66,27 @@ def test_auto_scores_a_lone_request_inline_and_a_burst_in_one_batch(loaded: dict
     assert all(len(a["predictions"][0]["items"]) == 5 for a in answers)
 
 
+def test_auto_sends_an_idle_request_to_the_thread_when_other_calls_are_in_flight(
+    loaded: dict[str, ScenerecModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a closed loop the gap since the last scoring can exceed idle_s while other calls are
+    still being parsed: the in-flight count (kept by serving.request_metrics) decides."""
+    import serving.request_metrics as request_metrics
+
+    predictor = loaded["auto"]
+    calls = scored_calls(predictor)
+
+    async def scenario() -> None:
+        time.sleep(0.01)  # idle for 10 ms: alone, this would be scored inline
+        await predictor.predict(body(0))
+
+    monkeypatch.setattr(request_metrics, "_in_flight", 3)  # this call and two others on the wire
+    asyncio.run(scenario())
+    monkeypatch.setattr(request_metrics, "_in_flight", 1)  # this call only
+    asyncio.run(scenario())
+    assert [name for name, _ in calls] == ["scenerec-scoring_0", threading.main_thread().name], calls
+
+
 @pytest.mark.parametrize(("mode", "inline"), [("on", False), ("off", True)])
 def test_on_always_uses_the_thread_and_off_never(
     loaded: dict[str, ScenerecModel], mode: str, inline: bool
