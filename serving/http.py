@@ -151,7 +151,7 @@ async def inference_error(request: Request, error: Exception) -> Response:
 async def validation_error(request: Request, error: Exception) -> Response:
     """FastAPI's 422 `{"detail": [...]}` for a V2 body that is not an inference request, as the
     product's 400 `{"error": ...}` naming the first field (`inputs[0].datatype: Field required`)."""
-    problems = getattr(error, "errors", lambda: [])()
+    problems: list[dict[str, Any]] = getattr(error, "errors", lambda: [])()
     messages = []
     for problem in problems[:3]:
         location = list(problem.get("loc", ()))
@@ -240,5 +240,5 @@ def install_http_extras(max_body_bytes: int, drain_seconds: float = 20.0, ui: bo
     app.add_exception_handler(Overloaded, overloaded)
     from kserve.protocol.rest import server as rest_server
 
-    rest_server.inference_error_handler = inference_error  # type: ignore[assignment]
+    rest_server.inference_error_handler = inference_error
     _document_bodies(app)

@@ -166,8 +166,8 @@ def exposition(accept: str | None) -> tuple[bytes, str]:
     if MULTIPROC_DIR:
         source = CollectorRegistry()
         multiprocess.MultiProcessCollector(source, path=MULTIPROC_DIR)
-    encoder, content_type = choose_encoder(accept)
-    return encoder(_WithoutFeast(source)), content_type  # type: ignore[arg-type]
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(_WithoutFeast(source)), content_type
 
 
 class _WithoutFeast:

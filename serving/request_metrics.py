@@ -127,7 +127,7 @@ def install_grpc_metrics() -> None:
 
     base: Any = grpc_server.InferenceServicer
 
-    class TimedServicer(base):  # type: ignore[misc, valid-type]
+    class TimedServicer(base):
         async def ModelInfer(self, request: Any, context: Any) -> Any:
             global _in_flight
             started, error = time.perf_counter(), None
