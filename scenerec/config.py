@@ -223,6 +223,34 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RetrievalConfig:
+    """How the predictor finds candidates in the catalogue: one exact pass (`retrieval.onnx`), or an
+    approximate nearest-neighbour index (scenerec/ann.py) built at export for large catalogues."""
+
+    # "auto": an index from `ann_min_items` items (below it one exact pass is fast enough: ~1 ms at
+    # 10^4 items); "always" (tests, or to compare); "never" (not on/off: YAML reads those as booleans)
+    ann: Literal["auto", "always", "never"] = "auto"
+    ann_min_items: int = 100_000
+    # FAISS HNSW: neighbours per node, breadth while building and while searching (recall vs time)
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = 256
+    # the index is asked for this many times the depth plus the excluded items (history, hidden),
+    # which are dropped after the search
+    ann_overfetch: float = 1.5
+
+    def __post_init__(self) -> None:
+        for key in ("ann_min_items", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search"):
+            if getattr(self, key) < 1:
+                value = getattr(self, key)
+                raise ConfigError(f"config key 'retrieval.{key}': expected an integer >= 1, got {value}")
+        if not self.ann_overfetch >= 1:
+            raise ConfigError(
+                f"config key 'retrieval.ann_overfetch': expected a number >= 1, got {self.ann_overfetch}"
+            )
+
+
+@dataclass(frozen=True)
 class RankingConfig:
     """Re-ranking of an answer's candidates for diversity (scenerec/diversity.py): the predictor's
     per-request `diversity` knob and the offline trade-off curve read the same values."""
@@ -274,6 +302,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     ranking: RankingConfig = field(default_factory=RankingConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Config:

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from scenerec import __version__
+from scenerec.ann import ANN_FILE, build_index, wants_index
 from scenerec.artifact import FORMAT_VERSION, GRAPHS, MANIFEST, file_hashes, graph_signature
 from scenerec.baselines.runner import run_baselines
 from scenerec.config import Config
@@ -107,12 +108,19 @@ def train(
             for n in (1, 16)
         ]
         exported = export_model_graphs(main.model, staging, samples)
+        ann = (  # the approximate index of a large catalogue, beside the exact graph (scenerec/ann.py)
+            build_index(exported["item_vectors"], config.retrieval, staging / ANN_FILE)
+            if wants_index(config.retrieval, dataset.vocab.n_items)
+            else None
+        )
         parity = exported["graphs"]
         encoder_info = export_text_encoder_onnx(encoder, staging / "text_encoder.onnx")
         parity["text_encoder"] = {k: encoder_info[k] for k in ("max_abs_error", "batch_sizes")}
         _write_tables(staging, dataset, split.train, exported["item_vectors"], text.numpy(), main.model)
         torch.save(checkpoint_state(main.model), staging / CHECKPOINT)  # what a warm start reads
         manifest = _manifest(staging, dataset, config, main, encoder_info)
+        if ann is not None:
+            manifest["ann"] = ann
         write_json(manifest, staging / MANIFEST)
         model_metrics = _evaluate_shipped(staging, dataset, test_cases, slices, config)
         model_metrics["diversity_curve"] = diversity_curve(  # what the predictor's `diversity` costs

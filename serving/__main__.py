@@ -85,6 +85,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ort_threads", type=int, default=1, help="ONNX Runtime intra-op threads per graph")
     parser.add_argument("--retrieval_depth", type=int, default=200, help="candidates the ranker re-scores")
     parser.add_argument(
+        "--retrieval",
+        default="auto",
+        choices=["auto", "exact"],
+        help="auto: search the model's ANN index when it has one (large catalogues, scenerec/ann.py); "
+        "exact: always score the whole catalogue in retrieval.onnx",
+    )
+    parser.add_argument(
         "--batching",
         default="auto",
         choices=["auto", "on", "off"],
@@ -243,6 +250,7 @@ def serve(args: argparse.Namespace) -> None:
         breaker=breaker_settings(args),
         limits=call_limits(args),
         watch_s=args.model_watch_s,
+        retrieval=args.retrieval,
     )
     model.load()
     server = ModelServer(

@@ -112,8 +112,10 @@ class ScenerecModel(Model):
         breaker: BreakerSettings | None = None,
         limits: Limits | None = None,
         watch_s: float = 0.0,
+        retrieval: str = "auto",
     ) -> None:
         super().__init__(name)
+        self.retrieval = retrieval
         if watch_s < 0:
             raise ValueError(f"model_watch_s must be >= 0, got {watch_s}")
         self.watch_s = watch_s
@@ -158,7 +160,9 @@ class ScenerecModel(Model):
     # ---- lifecycle ----------------------------------------------------------------------------
     def load(self) -> bool:
         if self.runtime is None:
-            self.runtime = Runtime.from_model_dir(self.model_dir, device=self.device, threads=self.threads)
+            self.runtime = Runtime.from_model_dir(
+                self.model_dir, device=self.device, threads=self.threads, retrieval=self.retrieval
+            )
         self.runtime.retrieval_depth = self.retrieval_depth
         if self.features is None:
             from scenerec.features.client import FeatureClient  # Feast is heavy: import only when serving
@@ -242,7 +246,9 @@ class ScenerecModel(Model):
                 manifest = read_manifest(directory)
                 if manifest["model_version"] == self.version and directory == self.model_dir:
                     return self.version
-                candidate = Runtime.from_model_dir(directory, device=self.device, threads=self.threads)
+                candidate = Runtime.from_model_dir(
+                    directory, device=self.device, threads=self.threads, retrieval=self.retrieval
+                )
                 check_swap(self.runtime, candidate)
                 candidate.retrieval_depth = self.retrieval_depth
                 follower = self._follow_catalogue(candidate)

@@ -27,12 +27,14 @@ from scenerec.diversity import diversify, similarity_vectors, unit_rows
 from scenerec.item_encoder import ItemTables
 from scenerec.model.inputs import hour_bucket, weekday
 from scenerec.onnx_runtime import ProviderReport, create_session
+from serving.ann_retrieval import AnnRetrieval
 
 log = logging.getLogger(__name__)
 
 SERVING_GRAPHS = ("user_tower", "retrieval", "ranker")
 OPTIONAL_GRAPHS = ("fresh_ranker",)  # items added after export (models trained with text)
 PART_NAMES = ("collaborative", "text", "scene", "item_item")
+RETRIEVAL = ("auto", "exact")  # auto: the model's ANN index when it has one
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,9 @@ class Runtime:
         self.default_scene = self.scene_index[manifest["vocab"]["default_scene"]]
         self.retrieval_depth = 200  # candidates the ranker re-scores; the predictor sets it from a flag
         self.overlay = Overlay.empty(dims)
-        self.ranking = Config.from_dict(manifest["config"]).ranking
+        config = Config.from_dict(manifest["config"])
+        self.ranking, self.retrieval_config = config.ranking, config.retrieval
+        self.ann: AnnRetrieval | None = None  # from_model_dir loads the model's index, if it has one
         self.info = info or ItemInfo(
             self.item_ids.copy(), np.full(self.n_items, "unknown", dtype=object), np.zeros((self.n_items, 1))
         )
@@ -216,8 +220,15 @@ class Runtime:
         return "fresh_ranker" in self.sessions
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path, device: str = "cpu", threads: int | None = 1) -> Runtime:
-        """Load and verify (file hashes, graph signatures) a model directory; refuses any mismatch."""
+    def from_model_dir(
+        cls, model_dir: str | Path, device: str = "cpu", threads: int | None = 1, retrieval: str = "auto"
+    ) -> Runtime:
+        """Load and verify (file hashes, graph signatures) a model directory; refuses any mismatch.
+
+        `retrieval`: "auto" searches the model's ANN index when it has one (scenerec/ann.py) and
+        scores the whole catalogue in `retrieval.onnx` otherwise; "exact" always uses the graph."""
+        if retrieval not in RETRIEVAL:
+            raise ValueError(f"retrieval must be one of {RETRIEVAL}, got {retrieval!r}")
         model_dir = Path(model_dir)
         manifest = read_manifest(model_dir)
         sessions, providers = {}, {}
@@ -235,11 +246,14 @@ class Runtime:
         runtime = cls(
             model_dir, sessions, providers, manifest, maps["items"], maps["scenes"], maps["devices"], info
         )
+        if retrieval == "auto":
+            runtime.ann = AnnRetrieval.load(model_dir, manifest, runtime.retrieval_config.ann_overfetch)
         log.info(
-            "loaded %s (%d items) on %s",
+            "loaded %s (%d items) on %s, %s retrieval",
             manifest["model_version"],
             runtime.n_items,
             providers["user_tower"].actual,
+            "ANN" if runtime.ann is not None else "exact",
         )
         return runtime
 
@@ -460,16 +474,19 @@ class Runtime:
         exclude = np.full((len(queries), width), n, dtype=np.int64)
         for row, items in enumerate(excluded):
             exclude[row, : len(items)] = items
-        top, top_scores = self.sessions["retrieval"].run(
-            ["top_items", "top_scores"],
-            {
-                "query": query,
-                "item_item_weight": weight,
-                "history": history,
-                "exclude": exclude,
-                "k": np.array([depth], dtype=np.int64),
-            },
-        )
+        if self.ann is not None:
+            top, top_scores = self.ann.top(query, weight, history, exclude, depth)
+        else:
+            top, top_scores = self.sessions["retrieval"].run(
+                ["top_items", "top_scores"],
+                {
+                    "query": query,
+                    "item_item_weight": weight,
+                    "history": history,
+                    "exclude": exclude,
+                    "k": np.array([depth], dtype=np.int64),
+                },
+            )
         if len(overlay) == 0:
             return top, top_scores
         added = query @ overlay.vectors.T  # [B, M]
