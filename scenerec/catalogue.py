@@ -96,6 +96,7 @@ class CatalogueLog:
 
     @classmethod
     def of_repo(cls, repo: str | Path) -> CatalogueLog:
+        """The log under a feature repo, or under a `--state_dir` (the same layout)."""
         return cls(Path(repo) / CATALOGUE_LOG)
 
     def size(self) -> int:

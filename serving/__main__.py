@@ -50,6 +50,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model_dir", required=True, help="a scenerec model directory (manifest.json ...)")
     parser.add_argument("--feature_repo", required=True, help="the Feast repo the model's features live in")
     parser.add_argument(
+        "--state_dir",
+        default=None,
+        help="where pushed events and catalogue changes are logged and followed (default: "
+        "--feature_repo); on Kubernetes a volume every replica shares, writable (the repo is a "
+        "read-only ConfigMap there); `scenerec events push` / `items add` take it as --state-dir",
+    )
+    parser.add_argument(
         "--feature_config",
         default=None,
         help="feature_store yaml (default: FEATURE_REPO/feature_store.yaml, the SQLite store)",
@@ -251,6 +258,7 @@ def serve(args: argparse.Namespace) -> None:
         limits=call_limits(args),
         watch_s=args.model_watch_s,
         retrieval=args.retrieval,
+        state_dir=args.state_dir,
     )
     model.load()
     server = ModelServer(

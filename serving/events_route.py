@@ -67,7 +67,7 @@ def _pusher(model: ScenerecModel) -> EventPusher:
         store = open_store(repo, resolve_yaml(repo, config_path))
         pusher = EventPusher(
             store,
-            EventLog.of_repo(repo),
+            EventLog.of_repo(model.state_dir or repo),
             Config.from_dict(model.runtime.manifest["config"]),
             known_items=set(map(str, model.runtime.item_ids)),
             offline=False,  # the event log is the offline record; the source is rebuilt by publish

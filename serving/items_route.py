@@ -66,7 +66,8 @@ def _writer(model: ScenerecModel) -> ItemWriter:
             repo, resolve_yaml(repo, Path(model.feature_config) if model.feature_config else None)
         )
         encoder = ItemEncoder(runtime.model_dir, runtime.manifest, threads=model.threads)
-        writer = ItemWriter(store, CatalogueLog.of_repo(repo), encoder, runtime.item_index, repo / "data")
+        state = Path(model.state_dir or repo)
+        writer = ItemWriter(store, CatalogueLog.of_repo(state), encoder, runtime.item_index, state / "data")
         _writers[model.name] = writer
     return writer
 

@@ -113,9 +113,12 @@ class ScenerecModel(Model):
         limits: Limits | None = None,
         watch_s: float = 0.0,
         retrieval: str = "auto",
+        state_dir: str | Path | None = None,
     ) -> None:
         super().__init__(name)
         self.retrieval = retrieval
+        # where the event and catalogue logs live: the feature repo unless it is read-only (k8s)
+        self.state_dir = Path(state_dir) if state_dir is not None else None
         if watch_s < 0:
             raise ValueError(f"model_watch_s must be >= 0, got {watch_s}")
         self.watch_s = watch_s
@@ -209,7 +212,8 @@ class ScenerecModel(Model):
         from scenerec.catalogue import CatalogueLog
         from serving.catalogue_follower import CatalogueFollower
 
-        follower = CatalogueFollower(runtime, CatalogueLog.of_repo(self.feature_repo), self.threads)
+        state = self.state_dir or self.feature_repo
+        follower = CatalogueFollower(runtime, CatalogueLog.of_repo(state), self.threads)
         follower.refresh()
         return follower
 

@@ -64,6 +64,16 @@ def _store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
+def _state_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the event and catalogue logs live, as the predictors' --state_dir (default: --repo; "
+        "on Kubernetes the shared writable volume, since the repo is a read-only ConfigMap)",
+    )
+
+
 def add_event_commands(commands: Any) -> None:
     """Register `events push` on the main parser's subcommands."""
     events = commands.add_parser("events", help="push fresh events into the feature store").add_subparsers(
@@ -83,6 +93,7 @@ def add_event_commands(commands: Any) -> None:
         "--model", type=Path, required=True, help="the served model (its config: history length, conversions)"
     )
     _store_arguments(push)
+    _state_argument(push)
     push.set_defaults(handler=_push_events)
 
 
@@ -114,6 +125,7 @@ def add_item_commands(commands: Any) -> None:
             which.add_argument("--ids", help="comma-separated item ids")
         parser.add_argument("--model", type=Path, required=True, help="the served model directory")
         _store_arguments(parser)
+        _state_argument(parser)
         parser.set_defaults(handler=_change_items, action=action)
 
 
@@ -135,7 +147,12 @@ def _change_items(args: argparse.Namespace) -> int:
     store = open_store(args.repo, resolve_yaml(args.repo, args.config, args.online_store))
     trained = ModelIds.load(args.model, manifest).items
     writer = ItemWriter(
-        store, CatalogueLog.of_repo(args.repo), encoder, trained, args.repo / "data", offline=True
+        store,
+        CatalogueLog.of_repo(args.state_dir or args.repo),
+        encoder,
+        trained,
+        (args.state_dir or args.repo) / "data",
+        offline=True,
     )
     result = writer.apply(changes, source, row_label)
     if args.json:
@@ -157,7 +174,8 @@ def _push_events(args: argparse.Namespace) -> int:
     manifest = read_manifest(args.model)
     known = set(ModelIds.load(args.model, manifest).items)
     store = open_store(args.repo, resolve_yaml(args.repo, args.config, args.online_store))
-    pusher = EventPusher(store, EventLog.of_repo(args.repo), Config.from_dict(manifest["config"]), known)
+    log = EventLog.of_repo(args.state_dir or args.repo)
+    pusher = EventPusher(store, log, Config.from_dict(manifest["config"]), known)
     result = pusher.push(events)
     if args.json:
         console.print_json(json.dumps(result.summary()))

@@ -220,6 +220,7 @@ class EventLog:
 
     @classmethod
     def of_repo(cls, repo: str | Path) -> EventLog:
+        """The log under a feature repo, or under a `--state_dir` (the same layout)."""
         return cls(Path(repo) / EVENTS_DIR)
 
     def ids(self) -> set[str]:
@@ -395,9 +396,10 @@ class EventPusher:
 
     def push(self, events: pd.DataFrame) -> PushResult:
         started = time.perf_counter()
-        # pushes to one repo from several processes (CLI, predictor workers) go one at a time:
-        # each reads, folds and writes user rows, which two at once would overwrite
-        with self._lock, file_lock(Path(self.store.repo_path) / "data" / ".events.lock"):
+        # pushes to one store from several processes (CLI, predictor workers) go one at a time:
+        # each reads, folds and writes user rows, which two at once would overwrite; the lock lives
+        # beside the log they share (the repo's data/, or a --state_dir's)
+        with self._lock, file_lock(self.log.directory.parent / ".events.lock"):
             fresh = self.log.new(events)
             unknown = 0 if self.known_items is None else int((~fresh[c.ITEM_ID].isin(self.known_items)).sum())
             rows = self._user_rows(fresh) if len(fresh) else pd.DataFrame()

@@ -104,6 +104,14 @@ def gpu_overlays() -> list[str]:
     ]
 
 
+def shared_state_overlays() -> list[str]:
+    return [
+        o
+        for o in OVERLAYS
+        if any(c.endswith("components/shared-state") for c in overlay_kustomization(o).get("components", []))
+    ]
+
+
 def arg(container: dict[str, Any], flag: str) -> str:
     args = container["args"]
     return str(args[args.index(flag) + 1])

@@ -15,7 +15,16 @@ import pytest
 import yaml
 
 from scenerec import deploy
-from tests.k8s.conftest import MODEL_NAME, OVERLAYS, arg, find, gpu_overlays, pod_specs, predictor_container
+from tests.k8s.conftest import (
+    MODEL_NAME,
+    OVERLAYS,
+    arg,
+    find,
+    gpu_overlays,
+    pod_specs,
+    predictor_container,
+    shared_state_overlays,
+)
 from tests.k8s.schemas import ROOT
 
 Objects = dict[str, list[dict[str, Any]]]
@@ -186,7 +195,10 @@ def test_predictor_pod_uses_only_what_knative_admits(overlay: str, rendered: Obj
     # Tolerations need kubernetes.podspec-tolerations (k8s/README.md), asked for by GPU overlays only.
     allowed = {"tolerations"} if overlay in gpu_overlays() else set()
     assert extra <= allowed, f"{overlay}: {sorted(extra - allowed)} need a Knative feature flag"
+    # A PVC needs kubernetes.podspec-persistent-volume-claim (+ -write), asked for by shared-state only.
+    kinds = {"configMap", "secret", "emptyDir", "projected"}
+    kinds |= {"persistentVolumeClaim"} if overlay in shared_state_overlays() else set()
     for volume in predictor["volumes"]:
-        assert set(volume) - {"name"} <= {"configMap", "secret", "emptyDir", "projected"}, volume
+        assert set(volume) - {"name"} <= kinds, volume
     (container,) = predictor["containers"]
     assert len(container["ports"]) == 1 and container["ports"][0]["name"] in ("http1", "h2c")
