@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from scenerec.config import Config
 from scenerec.data.split import EvalCases
 from scenerec.diversity import diversify, similarity_vectors
-from scenerec.evaluate import Scorer
+from scenerec.evaluate import Scorer, chunk_rows
 from scenerec.metrics import intra_list_diversity, per_case_from_ranks
 
 
@@ -40,9 +40,9 @@ def diversity_curve(
     categories = np.asarray(item_categories)
     ranks = {d: np.empty(len(cases), dtype=np.int64) for d in levels}
     lists = {d: np.empty((len(cases), k), dtype=np.int64) for d in levels}
-    starts = range(0, len(cases), config.eval.chunk_size)
-    for lo in tqdm(starts, desc=desc, unit="chunk", disable=None, leave=False):
-        hi = min(lo + config.eval.chunk_size, len(cases))
+    size = chunk_rows(config.eval, n_items)
+    for lo in tqdm(range(0, len(cases), size), desc=desc, unit="chunk", disable=None, leave=False):
+        hi = min(lo + size, len(cases))
         chunk = cases.select(lo, hi)
         scores = np.array(scorer.score(chunk), dtype=np.float32)  # a copy: masked in place
         rows = np.repeat(np.arange(hi - lo), np.diff(chunk.hist_offsets))

@@ -19,6 +19,14 @@ from scenerec.data.dataset import Vocab
 from scenerec.data.split import EvalCases
 from scenerec.metrics import intra_list_diversity, per_case_from_ranks
 
+CHUNK_SCORES = 1 << 26  # scores held per chunk at most: 256 MB of float32 (10^6 items: 67 cases)
+
+
+def chunk_rows(config: EvalConfig, n_items: int) -> int:
+    """Cases scored together: `eval.chunk_size`, fewer where the catalogue is large enough that
+    chunk_size x N scores would not fit (1024 x 10^6 items x 4 bytes is 4 GB)."""
+    return max(1, min(config.chunk_size, CHUNK_SCORES // max(n_items, 1)))
+
 
 class Scorer(Protocol):
     """Anything that scores every catalogue item for a chunk of cases: [B] cases -> [B, N] scores."""
@@ -54,9 +62,9 @@ def evaluate(
     top = np.empty((len(cases), k_max), dtype=np.int64)
     categories = torch.as_tensor(item_categories)
     excluded = None if candidates is None else ~torch.as_tensor(candidates, dtype=torch.bool)
-    starts = range(0, len(cases), config.chunk_size)
-    for lo in tqdm(starts, desc=desc, unit="chunk", disable=None, leave=False):
-        hi = min(lo + config.chunk_size, len(cases))
+    rows = chunk_rows(config, n_items)
+    for lo in tqdm(range(0, len(cases), rows), desc=desc, unit="chunk", disable=None, leave=False):
+        hi = min(lo + rows, len(cases))
         chunk = cases.select(lo, hi)
         scores = torch.as_tensor(scorer.score(chunk), dtype=torch.float32)
         if scores.shape != (hi - lo, n_items):

@@ -98,3 +98,19 @@ def test_cold_items_are_ranked_against_everything_and_among_the_new_items() -> N
     assert whole["mrr@4"] == pytest.approx(1 / 4)  # rank 3 in both cases (item 0 masked in case 1)
     assert new["hr@1"] == pytest.approx(1 / 2)  # first among the new items in case 0, second in case 1
     assert new["mrr@4"] == pytest.approx((1 + 1 / 2) / 2)
+
+
+def test_chunks_shrink_with_the_catalogue_and_do_not_change_the_metrics(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import scenerec.evaluate as evaluation
+
+    config = EvalConfig(ks=(1, 2), chunk_size=1024)
+    assert evaluation.chunk_rows(config, 2_000) == 1024
+    assert evaluation.chunk_rows(config, 1_000_000) == 67  # 256 MB of scores per chunk
+    scores = np.random.default_rng(0).normal(size=(9, 6))
+    test = cases([1, 2, 3, 4, 5, 0, 1, 2, 3], [[0]] * 9)
+    whole = evaluate(FixedScores(scores), test, 6, config, np.zeros(6, int))
+    monkeypatch.setattr(evaluation, "CHUNK_SCORES", 12)  # two cases per chunk here
+    assert evaluation.chunk_rows(config, 6) == 2
+    assert evaluate(FixedScores(scores), test, 6, config, np.zeros(6, int)) == whole
