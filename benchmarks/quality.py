@@ -12,7 +12,12 @@ shows the references of truth.json that read only the log (see scenerec.data.syn
 observed-history oracle, the inferred-mixture reference, and the latent-state oracle on new items
 whose popularity it does not know (the cold protocol's ceiling).
 
-Usage: python benchmarks/quality.py [--data DIR] [--set key=value ...] [--from-model MODEL_DIR]
+`--finetune` trains the model with its text encoder fine-tuned jointly (`text.finetune`, top layer,
+cached lower layers) and only the `frozen_text` ablation beside it, and prints the frozen vs
+fine-tuned table: test NDCG@10 overall and per scene, cold items (whole catalogue, among the new
+items), training seconds and target positions/s of each.
+
+Usage: python benchmarks/quality.py [--data DIR] [--set key=value ...] [--from-model MODEL_DIR] [--finetune]
 """
 
 from __future__ import annotations
@@ -53,7 +58,15 @@ def main() -> None:
         default=None,
         help="tabulate the metrics.json of a model directory already trained on --data (no training)",
     )
+    parser.add_argument(
+        "--finetune",
+        action="store_true",
+        help="fine-tune the text encoder with the model; the frozen_text ablation only (the frozen vs "
+        "fine-tuned table)",
+    )
     args = parser.parse_args()
+    if args.finetune:  # before the user's --set, which may change the mode, layers or lr
+        args.overrides = ["text.finetune=true", "train.ablations=[frozen_text]", *args.overrides]
     data = args.data
     if data is None:
         data = OUT / "synthetic"
@@ -67,7 +80,8 @@ def main() -> None:
         metrics = json.loads((args.from_model / "metrics.json").read_text())
         seconds = metrics["seconds"]
     else:
-        metrics = train(data, OUT / f"model-{data.name}", config, cache_dir=OUT / "cache")
+        model_dir = OUT / f"model-{data.name}{'-finetune' if args.finetune else ''}"
+        metrics = train(data, model_dir, config, cache_dir=OUT / "cache")
         seconds = time.perf_counter() - started
     truth_path = data / "truth.json"
     truth = json.loads(truth_path.read_text()) if truth_path.is_file() else {}
@@ -88,7 +102,7 @@ def main() -> None:
             "system": f"ablation:{k}",
             "ndcg@10": v["test"]["ndcg@10"],
             "hr@10": v["test"]["hr@10"],
-            **_cold_columns({}),
+            **_cold_columns(v),  # NaN but for frozen_text, trained on the cold-item split too
         }
         for k, v in metrics["ablations"].items()
     ]
@@ -163,8 +177,12 @@ def main() -> None:
             }
         ],
     )
+    finetune_rows = _finetune_rows(metrics) if "frozen_text" in metrics["ablations"] else []
+    if finetune_rows:
+        print_table("text encoder: frozen vs fine-tuned (test ndcg@10)", finetune_rows)
+    name = "quality" if args.data is None else f"quality-{data.name}"
     path = write_results(
-        args.name or ("quality" if args.data is None else f"quality-{data.name}"),
+        args.name or (f"{name}-finetune" if args.finetune else name),
         {
             "data": str(data),
             "overrides": args.overrides,
@@ -174,9 +192,33 @@ def main() -> None:
             "lambda": model["lambda"],
             "tasks": model["tasks"],
             "seconds": seconds,
+            **({"finetune": finetune_rows} if finetune_rows else {}),
         },
     )
     print(f"wrote {path}")
+
+
+def _finetune_rows(metrics: dict) -> list[dict]:
+    """The model (fine-tuned encoder) against its frozen_text ablation, slice by slice."""
+    model, frozen = metrics["model"], metrics["ablations"]["frozen_text"]
+    scenes = sorted(k for k in model["slices"] if k.startswith("scene:"))
+    rows = []
+    for label, result, training in (
+        ("frozen encoder (ablation frozen_text)", frozen, frozen.get("training", {})),
+        ("fine-tuned encoder (model)", model, model["training"]),
+    ):
+        rows.append(
+            {
+                "text encoder": label,
+                "ndcg@10": result["test"]["ndcg@10"],
+                **{s: result["slices"].get(s, {}).get("ndcg@10", float("nan")) for s in scenes},
+                **_cold_columns(result),
+                "train s": training.get("seconds", float("nan")),
+                "samples/s": training.get("samples_per_second", float("nan")),
+                "best epoch": result.get("best_epoch", training.get("best_epoch")),
+            }
+        )
+    return rows
 
 
 def _cold_columns(result: dict) -> dict[str, float]:

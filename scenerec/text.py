@@ -1,16 +1,19 @@
-"""The frozen text encoder: item text in, one unit vector per item out (the "LLM" side of the model).
+"""The text encoder: item text in, one unit vector per item out (the "LLM" side of the model).
 
 The encoder is any Hugging Face BERT-class directory, loaded offline. Pooling and normalisation
 follow the directory's sentence-transformers files (`modules.json`, `1_Pooling/config.json`), so the
 vectors match what the model was trained to produce; a plain Hugging Face directory gets mean pooling
 and L2 normalisation. `TextEncoder.module` is the single graph that both `embed` and the ONNX export
-run, so the exported encoder cannot drift from the one that embedded the catalogue.
+run, so the exported encoder cannot drift from the one that embedded the catalogue. Frozen by
+default; `text.finetune` trains a copy with the recommender (`scenerec.model.finetune`), and
+`TextEncoder.tuned` carries that copy to the export.
 
 Notation: B texts per batch, L tokens per text, D embedding dim.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -161,14 +164,22 @@ class PooledEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, D]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        elif self.pooling == "max":
-            pooled = hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
-        else:  # mean over real tokens, as sentence-transformers does
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return F.normalize(pooled, p=2, dim=1) if self.normalize else pooled
+        return pool(hidden, attention_mask, self.pooling, self.normalize)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str, normalize: bool) -> torch.Tensor:
+    """The transformer's last hidden states [B, L, D] -> one vector per text [B, D].
+
+    The one definition of the encoder's output: `PooledEncoder` (frozen embedding, ONNX export) and
+    joint fine-tuning (`scenerec.model.finetune`) both pool through it."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
+    if pooling == "cls":
+        pooled = hidden[:, 0]
+    elif pooling == "max":
+        pooled = hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
+    else:  # mean over real tokens, as sentence-transformers does
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return F.normalize(pooled, p=2, dim=1) if normalize else pooled
 
 
 class TextEncoder:
@@ -201,6 +212,7 @@ class TextEncoder:
         self.module = PooledEncoder(model, self.pooling, self.normalize).eval()
         self.max_length = max_length
         self.batch_size = batch_size
+        self.pretrained: TextEncoder = self  # the encoder as loaded (a tuned copy keeps its origin)
 
     @property
     def dim(self) -> int:
@@ -224,6 +236,18 @@ class TextEncoder:
                 digest.update(hashlib.file_digest(f, "sha256").digest())
         digest.update(json.dumps({"pooling": self.pooling, "normalize": self.normalize}).encode())
         return digest.hexdigest()[:16]
+
+    def tuned(self, model: nn.Module, digest: str) -> TextEncoder:
+        """This encoder with `model` (its transformer, fine-tuned) in place of the pretrained one.
+
+        Tokenizer, pooling, max_length and name stay; the fingerprint is the pretrained encoder's
+        mixed with `digest` (of the weights that differ from it), so an embedding cache, a catalogue
+        change or a manifest never takes one encoder's vectors for the other's."""
+        tuned = copy.copy(self)
+        tuned.module = PooledEncoder(model, self.pooling, self.normalize).eval()
+        mixed = hashlib.sha256(f"{self.pretrained.fingerprint}\0{digest}".encode())
+        tuned.__dict__["fingerprint"] = mixed.hexdigest()[:16]
+        return tuned
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Padded int64 `input_ids` and `attention_mask` [B, L], truncated at `max_length`."""

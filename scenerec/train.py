@@ -37,6 +37,7 @@ from scenerec.distributed import init_distributed
 from scenerec.diversity_curve import diversity_curve
 from scenerec.evaluate import COLD_NEW_SLICE, COLD_SLICE, cold_item_slices, evaluate, scene_slices
 from scenerec.export import export_model_graphs
+from scenerec.model.finetune import check_finetune, encoder_delta
 from scenerec.model.fit import FitResult, fit, item_statistics, size_recipe
 from scenerec.model.inputs import inputs_from_cases
 from scenerec.model.joint import JointModel
@@ -57,7 +58,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no_sequence": {"use_sequence": False},
     "lambda_zero": {"learn_lambda": False, "lambda_init": 0.0},
     "no_item_item": {"use_item_item": False},
+    "frozen_text": {},  # the text encoder frozen (TEXT_ABLATIONS): what fine-tuning adds
 }
+# ablations of the text.* section; frozen_text is trained only when text.finetune is on (else it
+# would be the model itself)
+TEXT_ABLATIONS: dict[str, dict[str, Any]] = {"frozen_text": {"finetune": False}}
 
 
 def train(
@@ -80,13 +85,16 @@ def train(
         _variant(config, name)
     rank, _ = init_distributed(config.train.device)
     dataset = load_dataset(data_dir, config.data)
-    encoder = TextEncoder(resolve_encoder_dir(config.text), config.text.max_length, config.text.batch_size)
+    pretrained = TextEncoder(resolve_encoder_dir(config.text), config.text.max_length, config.text.batch_size)
+    check_finetune(config.text, pretrained)  # e.g. more layers asked for than the encoder has: now
+    # a warm start from a model with a fine-tuned encoder reads (and tunes further) that encoder
+    encoder = warm.encoder(pretrained) if warm is not None else pretrained
     texts = dataset.items[c.TEXT].fillna("").astype(str).tolist()
     text = torch.as_tensor(embed_cached(encoder, texts, cache_dir))
     split = leave_last_out(dataset)
     valid_cases, test_cases = split.valid_cases(), split.test_cases()
     slices = scene_slices(test_cases, dataset.vocab)
-    main = fit(dataset, split.train, valid_cases, config, text, desc="model", warm=warm)
+    main = fit(dataset, split.train, valid_cases, config, text, desc="model", warm=warm, encoder=encoder)
     log.info(
         "model: best epoch %d, valid ndcg@10 %.4f, %.0f s",
         main.best_epoch,
@@ -94,7 +102,7 @@ def train(
         main.seconds,
     )
     if rank != 0:  # under torchrun: take part in every collective fit, write nothing
-        _follow_rank_zero(dataset, split, config, text)
+        _follow_rank_zero(dataset, split, config, text, encoder)
         return {}
     with atomic_directory(out_dir) as staging:
         samples = [
@@ -114,10 +122,14 @@ def train(
             else None
         )
         parity = exported["graphs"]
-        encoder_info = export_text_encoder_onnx(encoder, staging / "text_encoder.onnx")
+        # the fine-tuned encoder when text.finetune: new items are embedded by the model that trained
+        shipped_encoder = main.text_encoder or encoder
+        encoder_info = export_text_encoder_onnx(shipped_encoder, staging / "text_encoder.onnx")
         parity["text_encoder"] = {k: encoder_info[k] for k in ("max_abs_error", "batch_sizes")}
-        _write_tables(staging, dataset, split.train, exported["item_vectors"], text.numpy(), main.model)
-        torch.save(checkpoint_state(main.model), staging / CHECKPOINT)  # what a warm start reads
+        table = main.text if main.text is not None else text  # the fine-tuned encoder's table, if any
+        _write_tables(staging, dataset, split.train, exported["item_vectors"], table.numpy(), main.model)
+        delta = encoder_delta(shipped_encoder, pretrained)  # {} for the pretrained encoder
+        torch.save(checkpoint_state(main.model, delta), staging / CHECKPOINT)  # what a warm start reads
         manifest = _manifest(staging, dataset, config, main, encoder_info)
         if ann is not None:
             manifest["ann"] = ann
@@ -146,11 +158,11 @@ def train(
             ),
         }
         if config.train.cold_start_eval:
-            model_metrics["slices"].update(_cold_metrics(dataset, config, text))
+            model_metrics["slices"].update(_cold_metrics(dataset, config, text, encoder))
         metrics: dict[str, Any] = {
             "model": model_metrics,
             "ablations": {
-                name: _ablation(name, dataset, split, config, text) for name in config.train.ablations
+                name: _ablation(name, dataset, split, config, text, encoder) for name in _ablations(config)
             },
             "baselines": _baselines(dataset, config, baselines_from),
             "dataset": dataset.summary(),
@@ -170,19 +182,39 @@ def train(
     return metrics
 
 
-def _follow_rank_zero(dataset: Dataset, split: Any, config: Config, text: torch.Tensor) -> None:
+def _follow_rank_zero(
+    dataset: Dataset, split: Any, config: Config, text: torch.Tensor, encoder: TextEncoder
+) -> None:
     """The fits rank 0 runs after the main one, in its order (their DDP steps are collective)."""
     if config.train.cold_start_eval:
         cold = cold_item_split(dataset, config.data)
-        fit(dataset, cold.warm.train, cold.warm.valid_cases(), config, text, desc="cold-item model")
-    for name in config.train.ablations:
-        fit(dataset, split.train, split.valid_cases(), _variant(config, name), text, desc=f"ablation {name}")
+        fit(dataset, cold.warm.train, cold.warm.valid_cases(), config, text, "cold-item model", None, encoder)
+    for name in _ablations(config):
+        variant = _variant(config, name)
+        fit(dataset, split.train, split.valid_cases(), variant, text, f"ablation {name}", encoder=encoder)
+        if name in TEXT_ABLATIONS and config.train.cold_start_eval:
+            cold = cold_item_split(dataset, config.data)
+            desc = f"ablation {name} (cold items)"
+            fit(dataset, cold.warm.train, cold.warm.valid_cases(), variant, text, desc, encoder=encoder)
 
 
 def _variant(config: Config, name: str) -> Config:
     if name not in ABLATIONS:
         raise ValueError(f"train.ablations: unknown ablation {name!r} (known: {', '.join(ABLATIONS)})")
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, **ABLATIONS[name]))
+    return dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, **ABLATIONS[name]),
+        text=dataclasses.replace(config.text, **TEXT_ABLATIONS.get(name, {})),
+    )
+
+
+def _ablations(config: Config) -> list[str]:
+    """`train.ablations` to train: a text ablation equal to the model itself (frozen_text without
+    text.finetune) is left out, with a log line."""
+    same = [n for n in config.train.ablations if n in TEXT_ABLATIONS and _variant(config, n) == config]
+    if same:
+        log.info("ablations %s: the same as the model (text.finetune is off): not trained", same)
+    return [n for n in config.train.ablations if n not in same]
 
 
 def _write_tables(
@@ -286,9 +318,11 @@ def _evaluate_shipped(
     return {"test": result["metrics"], "slices": result["slices"], "scored_with": "onnxruntime"}
 
 
-def _cold_metrics(dataset: Dataset, config: Config, text: torch.Tensor) -> dict[str, dict[str, float]]:
+def _cold_metrics(
+    dataset: Dataset, config: Config, text: torch.Tensor, encoder: TextEncoder, desc: str = "cold-item model"
+) -> dict[str, dict[str, float]]:
     cold = cold_item_split(dataset, config.data)
-    fitted = fit(dataset, cold.warm.train, cold.warm.valid_cases(), config, text, desc="cold-item model")
+    fitted = fit(dataset, cold.warm.train, cold.warm.valid_cases(), config, text, desc, encoder=encoder)
     return cold_item_slices(
         TorchScorer(fitted.model, len(dataset.vocab.devices)),
         cold.test_cases(),
@@ -299,9 +333,11 @@ def _cold_metrics(dataset: Dataset, config: Config, text: torch.Tensor) -> dict[
     )
 
 
-def _ablation(name: str, dataset: Dataset, split: Any, config: Config, text: torch.Tensor) -> dict[str, Any]:
+def _ablation(
+    name: str, dataset: Dataset, split: Any, config: Config, text: torch.Tensor, encoder: TextEncoder
+) -> dict[str, Any]:
     variant = _variant(config, name)
-    fitted = fit(dataset, split.train, split.valid_cases(), variant, text, desc=f"ablation {name}")
+    fitted = fit(dataset, split.train, split.valid_cases(), variant, text, f"ablation {name}", None, encoder)
     cases = split.test_cases()
     result = evaluate(
         TorchScorer(fitted.model, len(dataset.vocab.devices)),
@@ -312,7 +348,17 @@ def _ablation(name: str, dataset: Dataset, split: Any, config: Config, text: tor
         scene_slices(cases, dataset.vocab),
         desc=name,
     )
-    return {"test": result["metrics"], "slices": result["slices"], "best_epoch": fitted.best_epoch}
+    found = {"test": result["metrics"], "slices": result["slices"], "best_epoch": fitted.best_epoch}
+    if name in TEXT_ABLATIONS:  # the cost side of fine-tuning, and where text matters most: new items
+        found["training"] = {
+            "seconds": round(fitted.seconds, 1),
+            "samples_per_second": round(fitted.samples_per_second),
+        }
+        if config.train.cold_start_eval:
+            found["slices"].update(
+                _cold_metrics(dataset, variant, text, encoder, f"ablation {name} (cold items)")
+            )
+    return found
 
 
 def _baselines(dataset: Dataset, config: Config, baselines_from: Path | None) -> dict[str, Any]:

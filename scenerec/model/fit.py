@@ -6,7 +6,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scenerec.config import Config
+from scenerec.data import schema as c
 from scenerec.data.dataset import ITEM_IDX, Dataset
 from scenerec.data.split import EvalCases
 from scenerec.distributed import from_rank_zero, rank_and_world
@@ -34,6 +35,10 @@ from scenerec.model.scorer import TorchScorer
 from scenerec.model.sequences import Windows, build_windows
 from scenerec.model.warm_start import WarmStart
 
+if TYPE_CHECKING:  # transformers (via scenerec.text) is imported only when fine-tuning
+    from scenerec.model.finetune import TextTuner
+    from scenerec.text import TextEncoder
+
 log = logging.getLogger(__name__)
 
 
@@ -49,6 +54,10 @@ class FitResult:
     lambda_scale: dict[str, float] = field(default_factory=dict)  # per scene, chosen on valid
     item_item: dict[str, Any] = field(default_factory=dict)  # B's L2, K, initial weight, valid factors
     warm_start: dict[str, int] = field(default_factory=dict)  # items kept / new, when warm-started
+    # joint fine-tuning (text.finetune): the encoder as trained (what text_encoder.onnx exports) and
+    # the catalogue's text table it made (the model's `items.text`); None for a frozen encoder
+    text_encoder: TextEncoder | None = None
+    text: torch.Tensor | None = None
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -131,9 +140,12 @@ def fit(
     text: torch.Tensor | None,
     desc: str = "training",
     warm: WarmStart | None = None,
+    encoder: TextEncoder | None = None,
 ) -> FitResult:
     """Train on `train_rows`, early-stop on `valid_cases`; returns the best model (in eval mode).
     `warm`: start from a previous model's weights instead of a fresh initialisation.
+    `encoder`: the frozen text encoder `text` was made with; with `text.finetune` a copy of it is
+    trained with the model (`scenerec.model.finetune`), else it is not read.
 
     Deterministic on CPU: torch's deterministic algorithms are on while fitting (some CPU backward
     kernels accumulate in thread order otherwise), then restored.
@@ -145,7 +157,7 @@ def fit(
     # cost ~30% of a training step here); no result reads uninitialised memory, so it stays off
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     try:
-        return _fit(dataset, train_rows, valid_cases, config, text, desc, warm)
+        return _fit(dataset, train_rows, valid_cases, config, text, desc, warm, encoder)
     finally:
         torch.use_deterministic_algorithms(previous)
         torch.utils.deterministic.fill_uninitialized_memory = previous_fill  # type: ignore[attr-defined]
@@ -159,6 +171,7 @@ def _fit(
     text: torch.Tensor | None,
     desc: str = "training",
     warm: WarmStart | None = None,
+    encoder: TextEncoder | None = None,
 ) -> FitResult:
     tc, mc = config.train, config.model
     torch.manual_seed(tc.seed)
@@ -182,6 +195,16 @@ def _fit(
     use_conversion = 0.0 < conversions.mean() < 1.0 and tc.conversion_weight > 0
     neighbours = item_item_neighbours(dataset, train_rows, valid_cases, config)
     model = build_model(dataset, train_rows, config, text, neighbours).to(device)
+    tuner: TextTuner | None = None
+    if config.text.finetune and model.items.use_text:
+        if encoder is None:
+            raise ValueError("fit: text.finetune is on but no text encoder was given (fit(..., encoder=))")
+        from scenerec.model.finetune import TextTuner
+
+        texts = dataset.items[c.TEXT].fillna("").astype(str).tolist()  # what scenerec.train embeds
+        tuner = TextTuner(encoder, texts, config.text, tc.seed, device)
+        # refreshed in place from now on: never the caller's `text`, which other fits read frozen
+        model.items.text = model.items.text.clone()
     warm_counts: dict[str, int] = {}
     if warm is not None:
         vocab = dataset.vocab
@@ -216,7 +239,9 @@ def _fit(
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=tc.weight_decay
     )
-    loss_module = _Loss(model, tc, mc, sampled, popularity, use_conversion, training_item_item)
+    if tuner is not None:  # the encoder learns at its own, lower rate
+        optimizer.add_param_group({"params": tuner.trainable(), "lr": config.text.lr})
+    loss_module = _Loss(model, tc, mc, sampled, popularity, use_conversion, training_item_item, tuner)
     step: torch.nn.Module = loss_module
     if world > 1:
         step = torch.nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
@@ -229,7 +254,8 @@ def _fit(
         warm_start=warm_counts,
     )
     best_state: dict[str, Any] | None = None
-    started, targets_seen, stale = time.perf_counter(), 0, 0
+    best_text_state: dict[str, torch.Tensor] | None = None
+    started, targets_seen, stale, steps = time.perf_counter(), 0, 0, 0
     curve: list[float] = []
     best_smoothed = -1.0
     metric = config.eval.selection_metric
@@ -250,6 +276,7 @@ def _fit(
         log.info("%s epoch 0 (warm start) valid %s %.4f", desc, metric, valid[metric])
         result.best_epoch, result.best_valid = 0, valid
         best_state = copy.deepcopy(model.state_dict())
+        best_text_state = tuner.trainable_state() if tuner is not None else None
         curve.append(from_rank_zero(valid[metric]))
         best_smoothed = curve[0]
     for epoch in range(tc.epochs):
@@ -263,9 +290,18 @@ def _fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if tuner is not None:
+                torch.nn.utils.clip_grad_norm_(tuner.trainable(), 1.0)
             optimizer.step()
             losses.append(loss.item())
             targets_seen += n_targets
+            steps += 1
+            if tuner is not None:
+                tuner.write_back(model.items.text)
+                if config.text.refresh_steps and steps % config.text.refresh_steps == 0:
+                    tuner.refresh(model.items.text)
+        if tuner is not None:  # validation and the epoch's checkpoint see the epoch's encoder
+            tuner.refresh(model.items.text)
         train_seconds = time.perf_counter() - epoch_start
         model.eval()
         valid = validate()
@@ -284,6 +320,7 @@ def _fit(
         if value > result.best_valid.get(metric, -1.0):
             result.best_epoch, result.best_valid = epoch + 1, valid
             best_state = copy.deepcopy(model.state_dict())
+            best_text_state = tuner.trainable_state() if tuner is not None else None
         curve.append(value)
         smoothed = float(np.mean(curve[-max(tc.smoothing, 1) :]))
         stale = 0 if smoothed > best_smoothed else stale + 1
@@ -291,8 +328,13 @@ def _fit(
         if stale >= patience and epoch + 1 >= min_epochs:
             break
     assert best_state is not None
-    model.load_state_dict(best_state)
+    model.load_state_dict(best_state)  # with the text table the best epoch's encoder made
     model.eval()
+    if tuner is not None and best_text_state is not None:
+        tuner.load_trainable_state(best_text_state)
+        assert encoder is not None
+        result.text_encoder = tuner.tuned_encoder(encoder)
+        result.text = model.items.text.detach().cpu().clone()
     if mc.use_text and mc.learn_lambda and tc.lambda_scales:
         result.lambda_scale, result.best_valid = calibrate_lambda(
             model, dataset, valid_cases, config, result.best_valid, desc
@@ -423,21 +465,25 @@ class _Loss(torch.nn.Module):
         popularity: torch.Tensor,
         use_conversion: bool,
         training_item_item: TrainingItemItem | None = None,
+        tuner: TextTuner | None = None,
     ) -> None:
         super().__init__()
         self.model, self.tc, self.mc = model, tc, mc
+        self.tuner = tuner  # a submodule: DistributedDataParallel syncs the encoder's gradients too
         self.training_item_item = training_item_item
         self.sampled, self.use_conversion = sampled, use_conversion
         self.register_buffer("popularity", popularity)
 
     def forward(self, t: dict[str, torch.Tensor], drop: torch.Tensor | None) -> torch.Tensor:
         model, tc, mc = self.model, self.tc, self.mc
-        items = model.item_side(drop)
+        mask = t["targets"] >= 0
+        targets = t["targets"][mask]
+        # joint fine-tuning: the batch's sampled target items re-encoded with gradient, the rest cached
+        table = self.tuner.batch_table(model.items.text, targets) if self.tuner is not None else None
+        items = model.item_side(drop, text_table=table)
         query = model.query_side(
             t["hist_items"], t["hist_scenes"], t["scene"], t["device"], t["hour"], t["weekday"], items=items
         )
-        mask = t["targets"] >= 0
-        targets = t["targets"][mask]
         item_vectors = items.vectors()
         # Items never seen in training are not in the training catalogue: a brand-new item does not
         # exist yet when the model learns, so it must not be pushed down as a negative either.

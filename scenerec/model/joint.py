@@ -101,9 +101,10 @@ class JointModel(nn.Module):
         self.dropout = Dropout(config.dropout)
 
     # ---- item side -------------------------------------------------------------------------
-    def item_side(self, drop: torch.Tensor | None = None) -> ItemSide:
-        """All item vectors; `drop` [N] marks items whose ID vector is replaced by the generated one."""
-        text = self.items.text_vectors()
+    def item_side(self, drop: torch.Tensor | None = None, text_table: torch.Tensor | None = None) -> ItemSide:
+        """All item vectors; `drop` [N] marks items whose ID vector is replaced by the generated one;
+        `text_table` [N, T] replaces the text embeddings for this call (joint fine-tuning)."""
+        text = self.items.text_vectors(text_table)
         ids, successor, scene, bias = self.items.collaborative(text, drop)
         weight = torch.exp(self.lambda_popularity)[self.items.popularity_bucket]
         return ItemSide(

@@ -80,11 +80,12 @@ class ItemTower(nn.Module):
             # text -> (ID vector, scene-item vector, bias) of an item the model has not seen interacted with
             self.generator = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d + config.scene_dim + 1))
 
-    def text_vectors(self) -> torch.Tensor:
-        """[N, D] adapted text vectors (zeros without text)."""
+    def text_vectors(self, table: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, D] adapted text vectors (zeros without text). `table` [N, T] replaces the `text`
+        buffer for one call (joint fine-tuning: some rows re-encoded with gradient)."""
         if not self.use_text:
             return self.id_embedding.weight.new_zeros(self.n_items, self.id_embedding.embedding_dim)
-        return self.adaptor(self.text)
+        return self.adaptor(self.text if table is None else table)
 
     def generated(self, text_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """ID vector [.., D], scene-item vector [.., Ds] and bias [..] generated from text (cold items)."""

@@ -11,6 +11,11 @@ the tables a fit rebuilds) and `id_maps/`, and copies every weight into the fres
   so the two models' `model.*` config must too (a mismatch is a ConfigError naming the key).
 Not copied: what the fit computes from the new data (popularity buckets, cold flags, text
 embeddings, the item-item B, refitted on the new rows).
+
+A model whose text encoder was fine-tuned (`text.finetune`) also keeps the encoder's tensors that
+differ from the pretrained one (`text_encoder.*` keys); a warm start embeds the catalogue with that
+encoder (`WarmStart.encoder`), so the adaptor reads the vectors it was trained on and new items
+start from them, and a fine-tuned run goes on from there.
 """
 
 from __future__ import annotations
@@ -45,11 +50,16 @@ SCENE_ROWS = {
 }
 DEVICE_ROWS = {"context.device.weight": 1}
 REBUILT = ("items.popularity_bucket", "items.cold", "items.text", "item_item.")
+TEXT_ENCODER = "text_encoder."  # prefix of the fine-tuned encoder's tensors (not the model's)
 
 
-def checkpoint_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """What `checkpoint.pt` holds: the weights, without what a fit rebuilds from its data."""
-    return {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith(REBUILT)}
+def checkpoint_state(
+    model: torch.nn.Module, text_encoder: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """What `checkpoint.pt` holds: the weights, without what a fit rebuilds from its data, and the
+    fine-tuned text encoder's delta (`scenerec.model.finetune.encoder_delta`; none when frozen)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith(REBUILT)}
+    return {**state, **{TEXT_ENCODER + k: v for k, v in (text_encoder or {}).items()}}
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,14 @@ class WarmStart:
         return cls(
             state, maps["items"], maps["scenes"], maps["devices"], manifest["config"]["model"], model_dir
         )
+
+    def encoder(self, pretrained: Any) -> Any:
+        """The text encoder the previous model shipped: `pretrained` (a TextEncoder) with its
+        fine-tuned delta, or `pretrained` itself when that model's encoder was frozen."""
+        from scenerec.model.finetune import with_delta
+
+        delta = {k[len(TEXT_ENCODER) :]: v for k, v in self.state.items() if k.startswith(TEXT_ENCODER)}
+        return with_delta(pretrained, delta)
 
     def check_config(self, model_config: dict[str, Any]) -> None:
         """The shapes depend on the model config: the two must agree on every key."""
