@@ -51,6 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--items", type=int, default=None)
     synth.add_argument("--scenes", type=int, default=None)
     synth.add_argument("--seed", type=int, default=None)
+    synth.add_argument(
+        "--sampler",
+        choices=["auto", "dense", "sparse"],
+        default="auto",
+        help="dense: each event from its full distribution (cost ~ users x items); sparse: the same "
+        "distribution by topic then item, for 10^5-10^6 worlds; auto (default): dense up to 5e7 "
+        "user-item cells, so the same seed gives the same small world as before",
+    )
+    synth.add_argument(
+        "--chunk-users",
+        type=int,
+        default=None,
+        help="users simulated (and held in memory) together; changes the random sequence "
+        "(default: the sampler's own, 20,000 for sparse)",
+    )
     synth.set_defaults(handler=_synth)
 
     imp = data.add_parser("import", help="import a public dataset into the data contract")
@@ -131,10 +146,11 @@ def _synth(args: argparse.Namespace) -> int:
         k: getattr(args, k) for k in ("users", "items", "scenes", "seed") if getattr(args, k) is not None
     }
     spec = dataclasses.replace(SyntheticSpec(), **given)
-    truth = write_synthetic(args.out, spec)
+    truth = write_synthetic(args.out, spec, sampler=args.sampler, chunk_users=args.chunk_users)
     oracle = truth["oracle"]["test"]
+    sampler = truth.get("sampler", {}).get("name", "dense")
     console.print(
-        f"wrote {args.out} ({spec.users} users, {spec.items} items, {spec.scenes} scenes); "
+        f"wrote {args.out} ({spec.users} users, {spec.items} items, {spec.scenes} scenes, {sampler}); "
         f"oracle test ndcg@10={oracle['ndcg@10']:.4f} hr@10={oracle['hr@10']:.4f}"
     )
     return 0

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,40 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with _temporary_sibling(path) as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+def write_parquet_stream(frames: Iterable[pd.DataFrame], path: Path, min_rows: int = 1 << 18) -> int:
+    """Write frames with one schema as one parquet file, row groups of at least `min_rows` rows
+    (frames are buffered up to that), atomically: the file appears under `path` only once the last
+    frame is written. Memory holds one row group, not the table. Returns the number of rows.
+
+    The schema is the first frame's (pandas metadata included, as `write_parquet` writes it); a
+    later frame must have the same columns, cast to it. No frame at all is an error.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows, buffered, pending = 0, 0, []
+    writer: pq.ParquetWriter | None = None
+    with _temporary_sibling(path) as tmp:
+        try:
+            for frame in frames:
+                schema = writer.schema if writer else None
+                table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                pending.append(table)
+                buffered += len(table)
+                if buffered >= min_rows:
+                    writer.write_table(pa.concat_tables(pending).combine_chunks())
+                    rows, buffered, pending = rows + buffered, 0, []
+            if writer is None:
+                raise DataError(f"{path.name}: nothing to write (no frames)")
+            if pending:
+                writer.write_table(pa.concat_tables(pending).combine_chunks())
+                rows += buffered
+        finally:
+            if writer is not None:
+                writer.close()
+    return rows
 
 
 def write_json(data: Any, path: Path) -> None:

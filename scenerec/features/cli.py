@@ -1,6 +1,6 @@
 """`scenerec features ...`: the Feast commands, registered into scenerec's CLI by `add_commands`.
 
-    scenerec features publish --data DIR --model MODEL_DIR --repo feature_repo
+    scenerec features publish --data DIR --model MODEL_DIR --repo feature_repo [--batch-rows 20000]
                               [--config feature_store.yaml | --online-store sqlite|redis]
     scenerec events push --data EVENTS.parquet|csv --model MODEL_DIR --repo feature_repo
                          [--config feature_store.yaml | --online-store sqlite|redis]
@@ -43,6 +43,12 @@ def add_commands(commands: Any) -> None:
     )
     publish.add_argument(
         "--model", type=Path, required=True, help="the model directory (its manifest names the service)"
+    )
+    publish.add_argument(
+        "--batch-rows",
+        type=int,
+        default=None,
+        help="entities per online write and parquet append (default 20,000): memory holds one batch",
     )
     _store_arguments(publish)
     publish.set_defaults(handler=_publish)
@@ -189,9 +195,20 @@ def _push_events(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from scenerec.features.publish import publish, summary
+    from scenerec.errors import ConfigError
+    from scenerec.features.publish import BATCH_ROWS, publish, summary
 
-    result = publish(args.data, args.model, args.repo, config=args.config, online_store=args.online_store)
+    batch_rows = BATCH_ROWS if args.batch_rows is None else args.batch_rows
+    if batch_rows < 1:
+        raise ConfigError(f"--batch-rows: expected at least 1, got {batch_rows}")
+    result = publish(
+        args.data,
+        args.model,
+        args.repo,
+        config=args.config,
+        online_store=args.online_store,
+        batch_rows=batch_rows,
+    )
     if args.json:
         console.print_json(json.dumps(summary(result)))
         return 0
@@ -200,6 +217,12 @@ def _publish(args: argparse.Namespace) -> int:
         f"published {result.feature_service} to the {result.online_store} online store of {result.repo}: "
         f"{rows} ({len(result.views)} views) in {result.seconds:.1f} s"
     )
+    if result.memory is not None:
+        growth = result.memory["growth_bytes"]
+        console.print(
+            f"redis used_memory {result.memory['used_memory_bytes']:,} B; grew {growth['user']:,} B while "
+            f"writing users ({result.memory['bytes_per_user']} B/user; ~0 when rows are overwritten)"
+        )
     return 0
 
 

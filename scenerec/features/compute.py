@@ -17,6 +17,8 @@ Feast never holds values that change meaning when a model is retrained.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +29,7 @@ import pandas as pd
 
 from scenerec.config import Config, DataConfig
 from scenerec.data import schema as c
-from scenerec.data.dataset import POS, Dataset
+from scenerec.data.dataset import POS, USER_IDX, Dataset
 from scenerec.errors import DataError
 
 EVENT_TIMESTAMP = "event_timestamp"
@@ -66,13 +68,23 @@ def user_history(dataset: Dataset, max_history: int) -> pd.DataFrame:
     """
     log = dataset.interactions.sort_values(POS)
     recent = log.groupby(c.USER_ID, sort=False).tail(max_history)
-    grouped = recent.groupby(c.USER_ID, sort=True)
+    users, (ids, scenes) = _lists_by_user(recent, [c.ITEM_ID, c.SCENE])
     return pd.DataFrame(
-        {
-            "history_item_ids": grouped[c.ITEM_ID].agg(lambda s: [str(v) for v in s]),
-            "history_scenes": grouped[c.SCENE].agg(lambda s: [str(v) for v in s]),
-        }
-    ).rename_axis(USER_ID)
+        {"history_item_ids": ids, "history_scenes": scenes}, index=pd.Index(users, name=USER_ID)
+    )
+
+
+def _lists_by_user(log: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, list[list[list[str]]]]:
+    """Sorted user ids and, per column, each user's values as a list of str in log order: what
+    `groupby(user, sort=True)[column].agg(lambda s: [str(v) for v in s])` gives, without a Python
+    call per user (10^6 users)."""
+    ordered = log.assign(_order=np.arange(len(log))).sort_values([c.USER_ID, "_order"], kind="stable")
+    users, starts = np.unique(ordered[c.USER_ID].to_numpy(), return_index=True)
+    lists = []
+    for column in columns:
+        values = np.array([str(v) for v in ordered[column].to_numpy()], dtype=object)
+        lists.append([part.tolist() for part in np.split(values, starts[1:])] if len(values) else [])
+    return users, lists
 
 
 def user_profile(dataset: Dataset, data_config: DataConfig) -> pd.DataFrame:
@@ -84,7 +96,7 @@ def user_profile(dataset: Dataset, data_config: DataConfig) -> pd.DataFrame:
             "interaction_count": grouped.size().astype(np.int64),
             "conversion_rate": grouped["_converted"].mean().astype(np.float64),
             "distinct_scenes": grouped[c.SCENE].nunique().astype(np.int64),
-            "scenes_seen": grouped[c.SCENE].agg(lambda s: sorted({str(v) for v in s})),
+            "scenes_seen": _distinct_sorted(log, c.SCENE, grouped.size().index),
             "last_scene": grouped[c.SCENE].last().astype(str),
             "last_device": grouped[c.DEVICE].last().astype(str),
             EVENT_TIMESTAMP: grouped[c.TIMESTAMP].max(),
@@ -92,10 +104,44 @@ def user_profile(dataset: Dataset, data_config: DataConfig) -> pd.DataFrame:
     ).rename_axis(USER_ID)
 
 
+def _distinct_sorted(log: pd.DataFrame, column: str, users: pd.Index) -> pd.Series:
+    """Per user (in `users` order): the sorted distinct str values of `column`."""
+    pairs = pd.DataFrame({c.USER_ID: log[c.USER_ID].to_numpy(), column: log[column].astype(str).to_numpy()})
+    pairs = pairs.drop_duplicates().sort_values([c.USER_ID, column], kind="stable")
+    keys, (values,) = _lists_by_user(pairs, [column])
+    return pd.Series(values, index=pd.Index(keys, name=c.USER_ID), dtype=object).reindex(users)
+
+
 def user_table(dataset: Dataset, config: Config) -> pd.DataFrame:
     """The user source: history and profile, timestamped with the user's latest event."""
     table = user_history(dataset, config.model.max_history).join(user_profile(dataset, config.data))
     return table.reset_index()[[USER_ID, *_without(table.columns, EVENT_TIMESTAMP), EVENT_TIMESTAMP]]
+
+
+def user_table_batches(dataset: Dataset, config: Config, batch_users: int) -> Iterator[pd.DataFrame]:
+    """The user source, `batch_users` users at a time in user id order: concatenated, `user_table`.
+
+    The cleaned log is sorted by (user, time, item), so a batch of users is a contiguous slice of it,
+    and each user's rows are all in one batch: every row equals `user_table`'s. Memory holds one
+    batch's lists (at 10^6 users the history lists of the whole table are several GB).
+    """
+    if batch_users < 1:
+        raise DataError(f"user batches: expected at least 1 user per batch, got {batch_users}")
+    log = dataset.interactions
+    codes = log[USER_IDX].to_numpy()
+    if len(codes) > 1 and (np.diff(codes) < 0).any():  # not in the prepared order: restore it
+        log = log.sort_values(POS)
+        codes = log[USER_IDX].to_numpy()
+    for lo in range(0, len(dataset.vocab.users), batch_users):
+        start, stop = np.searchsorted(codes, [lo, lo + batch_users])
+        part = dataclasses.replace(dataset, interactions=log.iloc[start:stop])
+        yield user_table(part, config)
+
+
+def user_time_range(dataset: Dataset) -> tuple[datetime, datetime]:
+    """Earliest and latest user-table timestamp (each user's latest event), without the table."""
+    latest = dataset.interactions.groupby(USER_IDX, sort=False)[c.TIMESTAMP].max()
+    return latest.min().to_pydatetime(), latest.max().to_pydatetime()
 
 
 def scene_table(dataset: Dataset, data_config: DataConfig) -> pd.DataFrame:

@@ -73,20 +73,27 @@ def test_a_rerun_changes_nothing_and_loses_nothing(tmp_path: Path, trained_model
 def test_a_failed_run_leaves_the_previous_online_state_readable(
     tmp_path: Path, trained_model: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import feast
-
     repo = copy_repo(tmp_path / "repo")
     publish(*trained_model, repo)
     before = online_rows(repo)
     files = {p: (p.stat().st_ino, p.read_bytes()) for p in (repo / "data").glob("*.db")}
 
-    def boom(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("the offline store went away")
+    from feast.infra.passthrough_provider import PassthroughProvider
 
-    monkeypatch.setattr(feast.FeatureStore, "materialize", boom)
+    calls = []
+    write = PassthroughProvider.ingest_df
+
+    def boom(self: Any, *args: Any, **kwargs: Any) -> None:  # fails part-way: some batches are written
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("the offline store went away")
+        write(self, *args, **kwargs)
+
+    monkeypatch.setattr(PassthroughProvider, "ingest_df", boom)
     with pytest.raises(PublishError, match=r"sqlite online store failed.*went away.*untouched"):
-        publish(*trained_model, repo)
+        publish(*trained_model, repo, batch_rows=50)
     monkeypatch.undo()
+    assert len(calls) == 4
     assert {p: (p.stat().st_ino, p.read_bytes()) for p in files} == files
     assert online_rows(repo) == before
     assert not list((repo / "data").glob(".publish-*"))

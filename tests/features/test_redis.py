@@ -48,19 +48,25 @@ def test_publish_writes_every_entity_and_a_rerun_changes_nothing(
 def test_a_failed_run_keeps_every_row_readable(
     tmp_path: Path, redis_server: str, trained_model: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import feast
+    from feast.infra.passthrough_provider import PassthroughProvider
 
     repo = copy_repo(tmp_path / "repo")
     publish(*trained_model, repo, online_store="redis")
     before, registry = redis_contents(redis_server), (repo / "data" / "registry.db").read_bytes()
+    calls = []
+    write = PassthroughProvider.ingest_df
 
-    def boom(*args: Any, **kwargs: Any) -> None:
-        raise ConnectionError("redis went away")
+    def boom(self: Any, *args: Any, **kwargs: Any) -> None:  # part-way: some batches are rewritten
+        calls.append(1)
+        if len(calls) > 3:
+            raise ConnectionError("redis went away")
+        write(self, *args, **kwargs)
 
-    monkeypatch.setattr(feast.FeatureStore, "materialize", boom)
+    monkeypatch.setattr(PassthroughProvider, "ingest_df", boom)
     with pytest.raises(PublishError, match=r"redis online store failed.*complete and readable"):
-        publish(*trained_model, repo, online_store="redis")
+        publish(*trained_model, repo, online_store="redis", batch_rows=50)
     monkeypatch.undo()
+    assert len(calls) == 4
     assert redis_contents(redis_server) == before
     assert (repo / "data" / "registry.db").read_bytes() == registry
     client = FeatureClient.from_repo(repo, read_manifest(trained_model[1]), online_store="redis")
