@@ -34,7 +34,11 @@ WAIT_S = 30
 
 
 # ---- without a browser -------------------------------------------------------------------------
-def test_the_routes_serve_the_page_and_nothing_else() -> None:
+def test_the_routes_serve_the_page_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    import serving.events_route
+
+    # no model served (other tests load predictors in this process, which register themselves)
+    monkeypatch.setattr(serving.events_route, "SERVED", {})
     app = FastAPI()
     install_ui_routes(app)
     client = TestClient(app)
@@ -44,7 +48,7 @@ def test_the_routes_serve_the_page_and_nothing_else() -> None:
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert client.get("/ui/app.js").headers["content-type"].startswith("text/javascript")
     assert client.get("/ui/secret.txt").status_code == 404
-    assert client.get("/ui/config.json").status_code == 503  # no model loaded in this process
+    assert client.get("/ui/config.json").status_code == 503  # no model loaded yet
 
 
 def test_no_ui_leaves_the_routes_out() -> None:
