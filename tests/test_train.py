@@ -27,6 +27,8 @@ FAST = [
     "model.dim=32",
     "--set",
     "baselines.names=[popularity, scene_popularity, ease]",
+    "--set",
+    "retrieval.ann=always",  # the export's ANN index on a small catalogue
 ]
 
 
@@ -88,6 +90,9 @@ def test_metrics_cover_model_slices_ablations_and_baselines(trained: Path) -> No
     assert model["tasks"]["conversion_auc"] is not None and 0 <= model["tasks"]["conversion_auc"] <= 1
     assert "no_text" in metrics["ablations"] and "ndcg@10" in metrics["ablations"]["no_text"]["test"]
     assert set(metrics["baselines"]) == {"popularity", "scene_popularity", "ease"}
+    manifest = json.loads((trained / "manifest.json").read_text())
+    assert manifest["ann"]["file"] == "ann.faiss" and manifest["ann"]["items"] == manifest["dims"]["items"]
+    assert "ann.faiss" in manifest["files"]  # hashed like every file
     curve = model["diversity_curve"]
     assert [row["diversity"] for row in curve] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert curve[0]["ndcg@10"] == pytest.approx(model["test"]["ndcg@10"], abs=1e-6)  # d = 0: the ranking

@@ -1,7 +1,7 @@
 """Retrieval through the model's ANN index (FAISS HNSW, scenerec/ann.py + serving/ann_retrieval.py).
 
-A small catalogue (200 items) exported with `retrieval.ann=always` and efSearch above the catalogue
-size, where HNSW is exact in practice: the index path must answer what the exact graph answers.
+A small catalogue (200 items) with the export's index (`retrieval.ann=always`) and efSearch above
+the catalogue size, where HNSW is exact in practice: the index path must answer what the exact graph answers.
 Real FAISS, real ONNX Runtime sessions, the real trained model directory.
 """
 
@@ -19,25 +19,22 @@ from scenerec.ann import ANN_FILE, build_index
 from scenerec.artifact import MANIFEST, ArtifactError, sha256_file
 from scenerec.config import RetrievalConfig
 from serving.runtime import Query, Runtime
-from tests.serving.conftest import TINY_TRAIN, scenerec
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def ann_model(served_model: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = served_model[0]
-    out = tmp_path_factory.mktemp("ann") / "model"
-    settings = ["retrieval.ann=always", "retrieval.hnsw_ef_search=400", "retrieval.hnsw_m=8"]
-    scenerec(
-        "train",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        *TINY_TRAIN,
-        *(x for s in settings for x in ("--set", s)),
-    )
+    """The served model with the index the export writes under `retrieval.ann=always` (built the
+    same way, from the same vectors: the export itself is tested in tests/test_train.py), efSearch
+    above the catalogue size."""
+    out = Path(shutil.copytree(served_model[1], tmp_path_factory.mktemp("ann") / "model"))
+    vectors = np.stack(pd.read_parquet(out / "items.parquet")["vector"].to_numpy())
+    config = RetrievalConfig(ann="always", hnsw_m=8, hnsw_ef_search=400)
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["ann"] = build_index(vectors, config, out / ANN_FILE)
+    manifest["files"][ANN_FILE] = sha256_file(out / ANN_FILE)
+    (out / MANIFEST).write_text(json.dumps(manifest))
     return out
 
 
@@ -53,7 +50,7 @@ def queries(data: Path, rt: Runtime, n: int = 40, k: int = 10) -> list[Query]:
     return out
 
 
-def test_the_export_writes_a_hashed_index_described_in_the_manifest(ann_model: Path) -> None:
+def test_the_index_is_hashed_and_described_in_the_manifest(ann_model: Path) -> None:
     manifest = json.loads((ann_model / MANIFEST).read_text())
     assert manifest["ann"]["file"] == ANN_FILE and manifest["ann"]["items"] == manifest["dims"]["items"]
     assert manifest["ann"]["ef_search"] == 400 and manifest["ann"]["metric"] == "inner_product"
