@@ -39,6 +39,7 @@ from serving.__main__ import DEFAULT_LOG_CONFIG  # noqa: E402
 from serving.launch import free_port, predictor_command, predictor_env, wait_until_ready  # noqa: E402
 
 OUT = Path(__file__).parent / "out" / "serving"
+DIVERSE = "v1 diversity=0.5"
 SYSTEMS = (("trivial", 1), ("scenerec", 1), ("scenerec --workers 2", 2))  # (name, worker processes)
 CELLS = [("sequential", 0.0, 1), ("rate", 50.0, 64)] + [("closed", 0.0, c) for c in (4, 8, 16)]
 TRIVIAL = """
@@ -121,7 +122,7 @@ class RawCost:
         self.predictor.load()
         self.measure(len(users))  # each user's path once, as the load generator warms a server
 
-    def measure(self, n: int, gap: float = 0.0) -> dict[str, Any]:
+    def measure(self, n: int, gap: float = 0.0, diversity: float = 0.0) -> dict[str, Any]:
         from serving.requests import Request
 
         affinity = os.sched_getaffinity(0)
@@ -131,7 +132,9 @@ class RawCost:
             for k in range(n):
                 if gap:
                     time.sleep(gap)
-                request = Request(user_id=self.users[k % len(self.users)], scene="home", k=10)
+                request = Request(
+                    user_id=self.users[k % len(self.users)], scene="home", k=10, diversity=diversity
+                )
                 started = time.perf_counter()
                 self.predictor.recommend([request])
                 times.append(time.perf_counter() - started)
@@ -156,9 +159,18 @@ def summarise(parts: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def load_command(
-    protocol: str, mode: str, port: int, grpc: int, users: list[str], n: int, rate: float, connections: int
+    protocol: str,
+    mode: str,
+    port: int,
+    grpc: int,
+    users: list[str],
+    n: int,
+    rate: float,
+    connections: int,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the load generator in another process pinned to core 1 (it reports JSON on stdout)."""
+    """Run the load generator in another process pinned to core 1 (it reports JSON on stdout);
+    `options` are added to every V1 instance (e.g. `{"diversity": 0.5}`)."""
     payload = json.dumps(
         {
             "protocol": protocol,
@@ -169,6 +181,7 @@ def load_command(
             "n": n,
             "rate": rate,
             "connections": connections,
+            "options": options or {},
         }
     )
     result = subprocess.run(
@@ -264,7 +277,7 @@ async def generate(spec: dict[str, Any]) -> dict[str, Any]:
         async def call(k: int) -> None:
             user = users[k % len(users)]
             if protocol == "v1":
-                body = {"instances": [{"user_id": user, "scene": "home", "k": 10}]}
+                body = {"instances": [{"user_id": user, "scene": "home", "k": 10, **spec.get("options", {})}]}
                 path = "/v1/models/scenerec:predict"
             else:
                 body = {
@@ -348,6 +361,9 @@ def main() -> None:
         # falls on all systems and protocols alike instead of on whichever ran then; one server runs
         # at a time (idle servers next to it cost the measured one cache and wake-ups)
         slices.setdefault(("raw (in-process)", "-", "sequential"), []).append(raw.measure(n // rounds))
+        slices.setdefault(("raw (in-process)", "diversity 0.5", "sequential"), []).append(
+            raw.measure(n // rounds, diversity=0.5)
+        )
         slices.setdefault(("raw (in-process)", "-", "50 req/s"), []).append(
             raw.measure(min(n, 500) // rounds, gap=1 / 50)
         )
@@ -371,6 +387,15 @@ def main() -> None:
                         slices.setdefault((system, protocol, load), []).append(
                             load_command(protocol, mode, http, grpc, users, count, rate, connections)
                         )
+                if system == "scenerec":  # what the diversity knob costs (MMR over the best 100)
+                    for mode, rate, connections in CELLS[:2]:
+                        count = (min(n, 500) if mode == "rate" else n) // rounds
+                        load = {"sequential": "sequential", "rate": "50 req/s"}[mode]
+                        slices.setdefault((system, DIVERSE, load), []).append(
+                            load_command(
+                                "v1", mode, http, grpc, users, count, rate, connections, {"diversity": 0.5}
+                            )
+                        )
             finally:
                 server.terminate()
                 server.wait(timeout=60)
@@ -385,16 +410,39 @@ def main() -> None:
     )
     targets = check_targets(rows)
     print_table("targets (issue: the KServe predictor)", targets)
+    diversity = diversity_cost(rows)
+    print_table("what diversity 0.5 costs (p50, ms)", diversity)
     path = write_results(
         "serving",
         {
             "rows": rows,
             "targets": targets,
+            "diversity_cost": diversity,
             "catalogue": int(json.loads((model / "manifest.json").read_text())["dims"]["items"]),
             "quick": args.quick,
         },
     )
     print(f"wrote {path}")
+
+
+def diversity_cost(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """p50 with `diversity` 0.5 against 0, in process and over V1 (the same server, same users)."""
+    cell = {(r["system"], r["protocol"], r["load"]): r for r in rows}
+    pairs = [
+        (
+            "raw (in-process), sequential",
+            ("raw (in-process)", "-", "sequential"),
+            ("raw (in-process)", "diversity 0.5", "sequential"),
+        ),
+        ("V1 sequential", ("scenerec", "v1", "sequential"), ("scenerec", DIVERSE, "sequential")),
+        ("V1 50 req/s", ("scenerec", "v1", "50 req/s"), ("scenerec", DIVERSE, "50 req/s")),
+    ]
+    out = []
+    for name, plain, diverse in pairs:
+        if plain in cell and diverse in cell:
+            base, knob = cell[plain]["p50_ms"], cell[diverse]["p50_ms"]
+            out.append({"cell": name, "diversity 0": base, "diversity 0.5": knob, "added": knob - base})
+    return out
 
 
 def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
