@@ -29,12 +29,12 @@ from tqdm.auto import tqdm
 
 from scenerec.data import schema as c
 from scenerec.data.synthetic_index import Event, TopicIndex, rank_chosen
-from scenerec.data.synthetic_vocab import DEVICES, GENERIC_WORDS, TITLE_PATTERNS, TOPICS
+from scenerec.data.synthetic_vocab import GENERIC_WORDS, TITLE_PATTERNS, TOPICS
 from scenerec.data.synthetic_world import (
-    HOUR_BUCKETS,
     Planted,
     References,
     SyntheticSpec,
+    advance_users,
     event_counts,
     sample_rows,
     scene_weights,
@@ -120,30 +120,12 @@ def simulate_sparse(
         seen_mass_unknown = np.zeros((b, spec.scenes, t))
         prev = np.full(b, -1)
         out: dict[str, list[np.ndarray]] = {k: [] for k in ("u", "i", "t", "s", "d", "buy")}
+        state = (interest, current, belief, belief_inferred, scene_pref, main_device, clock)  # advance_users
         for step in range(steps):
             active = np.flatnonzero(step < n_events[users])
-            if step > 0:  # as the dense sampler
-                drifting = active[rng.random(len(active)) < spec.drift]
-                if len(drifting):
-                    interest[drifting] *= 0.7
-                    interest[drifting, rng.integers(0, t, size=len(drifting))] += 0.3
-                switching = active[rng.random(len(active)) > spec.stickiness]
-                current[switching] = sample_rows(interest[switching], rng)
-                belief[active] = spec.stickiness * belief[active] + (1 - spec.stickiness) * interest[active]
-            mixture = topic_counts[active] + spec.user_concentration
-            mixture /= mixture.sum(axis=1, keepdims=True)
-            if step > 0:
-                belief_inferred[active] = (
-                    spec.stickiness * belief_inferred[active] + (1 - spec.stickiness) * mixture
-                )
-            scene = sample_rows(scene_pref[active], rng)
-            device = np.where(
-                rng.random(len(active)) < 0.85,
-                main_device[active],
-                rng.integers(0, len(DEVICES), size=len(active)),
+            mixture, scene, device, hour = advance_users(
+                spec, rng, step, active, state, topic_counts, mean_gap
             )
-            clock[active] += 60 + rng.exponential(mean_gap, size=len(active))
-            hour = ((clock[active] // 3600) % 24 // (24 // HOUR_BUCKETS)).astype(int)
             seen = seen_items[active, :step]  # [B, step]
             mass = _unseen_mass(known, scene, seen_mass[active, scene], topic_counts[active])
             per_current = _TopicChoice(planted, interest[active], scene, device, hour, mass)

@@ -184,6 +184,46 @@ def topic_choice(
     return q / q.sum(axis=2, keepdims=True)
 
 
+def advance_users(
+    spec: SyntheticSpec,
+    rng: np.random.Generator,
+    step: int,
+    active: np.ndarray,
+    state: tuple[np.ndarray, ...],
+    topic_counts: np.ndarray,
+    mean_gap: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One event step of the `active` users, shared by both samplers (the same draws, in the same
+    order): interests drift and may switch, beliefs follow, the clock moves; returns the inferred
+    mixture, the scene, the device and the hour bucket of each active user's next event.
+
+    `state` = (interest, current, belief, belief_inferred, scene_pref, main_device, clock), changed
+    in place."""
+    interest, current, belief, belief_inferred, scene_pref, main_device, clock = state
+    if step > 0:  # interests drift, and the current interest may switch
+        drifting = active[rng.random(len(active)) < spec.drift]
+        if len(drifting):
+            interest[drifting] *= 0.7
+            interest[drifting, rng.integers(0, spec.topics, size=len(drifting))] += 0.3
+        switching = active[rng.random(len(active)) > spec.stickiness]
+        current[switching] = sample_rows(interest[switching], rng)
+        belief[active] = spec.stickiness * belief[active] + (1 - spec.stickiness) * interest[active]
+    # the inferred-mixture reference: Dirichlet posterior mean of the mixture from the topic counts
+    mixture = topic_counts[active] + spec.user_concentration
+    mixture /= mixture.sum(axis=1, keepdims=True)
+    if step > 0:
+        belief_inferred[active] = spec.stickiness * belief_inferred[active] + (1 - spec.stickiness) * mixture
+    scene = sample_rows(scene_pref[active], rng)
+    device = np.where(
+        rng.random(len(active)) < 0.85,
+        main_device[active],
+        rng.integers(0, len(DEVICES), size=len(active)),
+    )
+    clock[active] += 60 + rng.exponential(mean_gap, size=len(active))
+    hour = ((clock[active] // 3600) % 24 // (24 // HOUR_BUCKETS)).astype(int)
+    return mixture, scene, device, hour
+
+
 def sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One index per row of a [B, K] probability matrix (inverse CDF)."""
     cdf = np.cumsum(probs, axis=1)
