@@ -91,7 +91,7 @@ def train(
     encoder = warm.encoder(pretrained) if warm is not None else pretrained
     texts = dataset.items[c.TEXT].fillna("").astype(str).tolist()
     text = torch.as_tensor(embed_cached(encoder, texts, cache_dir))
-    split = leave_last_out(dataset)
+    split = leave_last_out(dataset, config.eval.max_users, config.data.seed)
     valid_cases, test_cases = split.valid_cases(), split.test_cases()
     slices = scene_slices(test_cases, dataset.vocab)
     main = fit(dataset, split.train, valid_cases, config, text, desc="model", warm=warm, encoder=encoder)
@@ -138,7 +138,8 @@ def train(
         model_metrics["diversity_curve"] = diversity_curve(  # what the predictor's `diversity` costs
             OnnxScorer(staging), test_cases, dataset.item_categories(), exported["item_vectors"], config
         )
-        model_metrics["tasks"] = _conversion_auc(main.model, dataset, split.test, test_cases, config)
+        test_rows = split.test_targets()
+        model_metrics["tasks"] = _conversion_auc(main.model, dataset, test_rows, test_cases, config)
         model_metrics["lambda"] = {**_learned_lambda(main.model, dataset), "valid_scale": main.lambda_scale}
         model_metrics["item_item"] = {**main.item_item, "scene": _item_item_weights(main.model, dataset)}
         model_metrics["training"] = {
@@ -413,7 +414,7 @@ def evaluate_model_dir(data_dir: Path, model_dir: Path, out: Path | None = None)
     scorer = OnnxScorer(model_dir)
     config = Config.from_dict(scorer.manifest["config"])
     dataset = load_dataset(data_dir, config.data)
-    cases = leave_last_out(dataset).test_cases()
+    cases = leave_last_out(dataset, config.eval.max_users, config.data.seed).test_cases()
     result = _evaluate_shipped(Path(model_dir), dataset, cases, scene_slices(cases, dataset.vocab), config)
     out = out or Path(model_dir) / "metrics.json"
     metrics = json.loads(out.read_text()) if out.is_file() else {}

@@ -65,7 +65,7 @@ def run_baselines(
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Results per baseline: params, valid, test, slices (per scene and `cold_items`), seconds."""
-    split = split or leave_last_out(dataset)
+    split = split or leave_last_out(dataset, config.eval.max_users, config.data.seed)
     cold = cold or cold_item_split(dataset, config.data)
     n_items, n_scenes = dataset.vocab.n_items, len(dataset.vocab.scenes)
     categories = dataset.item_categories()

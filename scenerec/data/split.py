@@ -35,19 +35,40 @@ class Split:
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
+    # users whose valid and test rows become cases (`eval.max_users`); None = every user. The rows
+    # themselves stay whole: refits on train + valid read every user's.
+    case_users: np.ndarray | None = None
 
     def valid_cases(self) -> EvalCases:
-        return EvalCases.build(self.train, self.valid)
+        return EvalCases.build(self.train, self._cases_of(self.valid))
 
     def test_cases(self) -> EvalCases:
-        return EvalCases.build(pd.concat([self.train, self.valid]), self.test)
+        return EvalCases.build(pd.concat([self.train, self.valid]), self._cases_of(self.test))
+
+    def test_targets(self) -> pd.DataFrame:
+        """The test rows `test_cases` is built from (in its order)."""
+        return self._cases_of(self.test)
+
+    def _cases_of(self, rows: pd.DataFrame) -> pd.DataFrame:
+        return rows if self.case_users is None else rows[self.case_users[rows[USER_IDX].to_numpy()]]
 
 
-def leave_last_out(dataset: Dataset) -> Split:
-    """The headline protocol (deterministic: the log is already in its tie-free order)."""
+def leave_last_out(dataset: Dataset, max_users: int = 0, seed: int = 0) -> Split:
+    """The headline protocol (deterministic: the log is already in its tie-free order).
+
+    `max_users` > 0 (`eval.max_users`): valid and test cases are those of a seeded sample of that
+    many users (the same users for every model and epoch); the rows stay whole. Each sampled user's
+    case is still ranked against the whole catalogue: at 10^6 users x 10^6 items ranking every user
+    would be 10^12 scores an epoch."""
     log = dataset.interactions
     from_end = log.groupby(USER_IDX, sort=False).cumcount(ascending=False).to_numpy()
-    return Split(train=log[from_end >= 2], valid=log[from_end == 1], test=log[from_end == 0])
+    n_users, chosen = len(dataset.vocab.users), None
+    if 0 < max_users < n_users:
+        chosen = np.zeros(n_users, dtype=bool)
+        chosen[np.random.default_rng(seed).choice(n_users, size=max_users, replace=False)] = True
+    return Split(
+        train=log[from_end >= 2], valid=log[from_end == 1], test=log[from_end == 0], case_users=chosen
+    )
 
 
 @dataclass

@@ -284,6 +284,8 @@ def _fit(
         losses = []
         epoch_start = time.perf_counter()
         batches = _length_bucketed_batches(windows, batch_size, rng)
+        if tc.steps_per_epoch:  # a large log: validate every steps_per_epoch steps (a random subset)
+            batches = batches[: tc.steps_per_epoch]
         for rows in tqdm(batches, desc=f"{desc} epoch {epoch + 1}", unit="batch", leave=False, disable=None):
             batch = windows.select(rows)
             loss, n_targets = _step(step, model, batch, device, mc, generator)
@@ -311,6 +313,7 @@ def _fit(
                 "loss": float(np.mean(losses)),
                 metric: valid[metric],
                 "train_seconds": train_seconds,
+                "steps": len(losses),
             }
         )
         log.info(
@@ -405,6 +408,18 @@ def _step(
     return loss, int((t["targets"] >= 0).sum())
 
 
+def _step_rows(
+    hist_items: torch.Tensor, targets: torch.Tensor, uniform: torch.Tensor, n_items: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The catalogue rows one sampled-softmax step reads ([R], sorted) and where each catalogue index
+    is among them ([N + 1]; the history pad N and rows not read map to R, a zero pad row)."""
+    used = torch.cat([hist_items.flatten(), targets, uniform])
+    rows = torch.unique(used[used < n_items])
+    local = torch.full((n_items + 1,), len(rows), dtype=torch.int64, device=rows.device)
+    local[rows] = torch.arange(len(rows), device=rows.device)
+    return rows, local
+
+
 class TrainingItemItem(torch.nn.Module):
     """The item-item offsets of training windows: each user's history read through the B of the
     user's fold (fitted without the user's rows), see `model.item_item_folds`."""
@@ -478,23 +493,40 @@ class _Loss(torch.nn.Module):
         model, tc, mc = self.model, self.tc, self.mc
         mask = t["targets"] >= 0
         targets = t["targets"][mask]
+        rows = local = uniform = None
+        if self.sampled:  # only the rows this step reads: the history, the targets and K negatives
+            uniform = torch.randint(0, model.n_items, (tc.negatives,), device=targets.device)
+            rows, local = _step_rows(t["hist_items"], targets, uniform, model.n_items)
         # joint fine-tuning: the batch's sampled target items re-encoded with gradient, the rest cached
         table = self.tuner.batch_table(model.items.text, targets) if self.tuner is not None else None
-        items = model.item_side(drop, text_table=table)
+        items = model.item_side(drop, text_table=table, rows=rows)
         query = model.query_side(
-            t["hist_items"], t["hist_scenes"], t["scene"], t["device"], t["hour"], t["weekday"], items=items
+            t["hist_items"],
+            t["hist_scenes"],
+            t["scene"],
+            t["device"],
+            t["hour"],
+            t["weekday"],
+            items=items,
+            item_rows=local[t["hist_items"]] if local is not None else None,
         )
         item_vectors = items.vectors()
         # Items never seen in training are not in the training catalogue: a brand-new item does not
         # exist yet when the model learns, so it must not be pushed down as a negative either.
         absent = model.items.cold
         active = model.item_item.active
+        at = t["targets"]  # where each target's item is in `items` (the catalogue, or the step's rows)
         if self.sampled:
-            seen = history_pairs(t["hist_items"], mask, model.n_items) if tc.mask_history else None
+            assert rows is not None and local is not None and uniform is not None
+            at = torch.where(mask, local[t["targets"].clamp(min=0)], -1)
+            local_targets = at[mask]
+            seen = history_pairs(local[t["hist_items"]], mask, len(rows)) if tc.mask_history else None
             weight = query.item_item[mask][:, None]  # [M, 1]
 
             def item_item(candidates: torch.Tensor) -> torch.Tensor:
                 """[M, C] item-item part of each target row's score of the sampled candidates."""
+                assert rows is not None
+                candidates = rows[candidates]  # the step's rows -> catalogue indices
                 columns = torch.full((model.n_items + 1,), len(candidates), device=candidates.device)
                 columns[candidates] = torch.arange(len(candidates), device=candidates.device)
                 with torch.no_grad():
@@ -509,12 +541,13 @@ class _Loss(torch.nn.Module):
             loss = sampled_softmax(
                 query.vectors()[mask],
                 item_vectors,
-                targets,
-                tc.negatives,
-                self.popularity,
-                absent=absent,
+                local_targets,
+                local[uniform],
+                self.popularity[rows],
+                absent=absent[rows],
                 seen=seen,
                 offset=item_item if active else None,
+                n_catalogue=model.n_items,
             )
         else:
             offset = None
@@ -538,10 +571,10 @@ class _Loss(torch.nn.Module):
             if len(unique) > tc.align_items:  # a seeded subset: InfoNCE's cost grows with its square
                 unique = unique[torch.randperm(len(unique), device=unique.device)[: tc.align_items]]
             learned = model.items.id_embedding.weight[unique]
-            generated = model.items.generated_ids(items.raw_text[unique])
+            generated = model.items.generated_ids(items.raw_text[unique if local is None else local[unique]])
             loss = loss + tc.align_weight * alignment_infonce(learned, generated, tc.align_temperature)
         if self.use_conversion:
-            logits = model.conversion_logit(query, items, t["targets"].clamp(min=0)[..., None])[..., 0]
+            logits = model.conversion_logit(query, items, at.clamp(min=0)[..., None])[..., 0]
             bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[mask], t["conversion"][mask])
             loss = loss + tc.conversion_weight * bce
         return loss

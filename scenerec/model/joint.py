@@ -101,12 +101,20 @@ class JointModel(nn.Module):
         self.dropout = Dropout(config.dropout)
 
     # ---- item side -------------------------------------------------------------------------
-    def item_side(self, drop: torch.Tensor | None = None, text_table: torch.Tensor | None = None) -> ItemSide:
+    def item_side(
+        self,
+        drop: torch.Tensor | None = None,
+        text_table: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> ItemSide:
         """All item vectors; `drop` [N] marks items whose ID vector is replaced by the generated one;
-        `text_table` [N, T] replaces the text embeddings for this call (joint fine-tuning)."""
-        text = self.items.text_vectors(text_table)
-        ids, successor, scene, bias = self.items.collaborative(text, drop)
-        weight = torch.exp(self.lambda_popularity)[self.items.popularity_bucket]
+        `text_table` [N, T] replaces the text embeddings for this call (joint fine-tuning); `rows`
+        [R] computes those catalogue rows only (a sampled-softmax step: cost and memory follow the
+        batch and its negatives, not the catalogue)."""
+        text = self.items.text_vectors(text_table, rows)
+        ids, successor, scene, bias = self.items.collaborative(text, drop, rows)
+        bucket = self.items.popularity_bucket if rows is None else self.items.popularity_bucket[rows]
+        weight = torch.exp(self.lambda_popularity)[bucket]
         return ItemSide(
             ids=ids, successor=successor, raw_text=text, text=text * weight[:, None], scene=scene, bias=bias
         )
@@ -121,17 +129,21 @@ class JointModel(nn.Module):
         hour: torch.Tensor,
         weekday: torch.Tensor,
         items: ItemSide | None = None,
+        item_rows: torch.Tensor | None = None,
     ) -> QuerySide:
         """Query vectors after every history position ([B, L] context) or for the request ([B] context).
 
         With [B] context the result is for the last position only: shapes [B, ...] instead of [B, L, ...].
+        `items` of some catalogue rows only (`item_side(rows=)`): `item_rows` [B, L] is where each
+        history item is among them (the pad: len(items.ids)).
         """
         items = items if items is not None else self.item_side()
         per_request = scene.dim() == 1
         valid = hist_items < self.n_items
         zero = torch.zeros_like(items.ids[:1])  # the pad row N
-        ids = torch.cat([items.ids, zero])[hist_items]
-        text = torch.cat([items.raw_text, zero])[hist_items]
+        at = hist_items if item_rows is None else item_rows
+        ids = torch.cat([items.ids, zero])[at]
+        text = torch.cat([items.raw_text, zero])[at]
         # [B, L, D] after every position, or [B, D] after the last one (a request: less work)
         state = self.encoder(self.dropout(ids + text), hist_scenes, valid, last_only=per_request)
         mean = masked_mean if per_request else causal_mean

@@ -130,12 +130,13 @@ def sampled_softmax(
     query: torch.Tensor,
     items: torch.Tensor,
     targets: torch.Tensor,
-    negatives: int,
+    negatives: int | torch.Tensor,
     popularity: torch.Tensor,
     generator: torch.Generator | None = None,
     absent: torch.Tensor | None = None,
     seen: SeenPairs | None = None,
     offset: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    n_catalogue: int | None = None,
 ) -> torch.Tensor:
     """Cross-entropy over the target, shared uniform negatives and the batch's other targets.
 
@@ -143,12 +144,20 @@ def sampled_softmax(
     RecSys 2019): uniform negatives contribute K/N, in-batch targets M * p(item). Accidental hits
     (a candidate equal to the row's target) and the row's history items (`seen`) are masked.
     `offset(candidates [C])` gives [M, C] terms added to the logits (the item-item part).
+
+    `items` [N, Q] is the catalogue, or (a large one) only the rows one step reads: then `targets`,
+    `negatives` (the K uniform draws over the whole catalogue, as row indices), `popularity`,
+    `absent` and `seen` index those rows, and `n_catalogue` is the catalogue's size N for K/N.
     """
     n = items.shape[0]
-    uniform = torch.randint(0, n, (negatives,), generator=generator, device=query.device)
+    if isinstance(negatives, int):
+        uniform = torch.randint(0, n, (negatives,), generator=generator, device=query.device)
+    else:
+        uniform = negatives
+    k = len(uniform)
     unique_targets = targets.unique()
     candidates = torch.cat([uniform, unique_targets])
-    expected = negatives / n + len(targets) * popularity
+    expected = k / (n_catalogue or n) + len(targets) * popularity
     log_q = torch.log(expected.clamp(min=1e-12))
     cand_logits = query @ items[candidates].T - log_q[candidates][None, :]
     pos_offset: torch.Tensor | float = 0.0
@@ -156,7 +165,7 @@ def sampled_softmax(
         extra = offset(candidates)
         cand_logits = cand_logits + extra
         # each row's target is among the in-batch candidates: its column is negatives + rank in unique
-        column = negatives + torch.searchsorted(unique_targets, targets)
+        column = k + torch.searchsorted(unique_targets, targets)
         pos_offset = extra.gather(1, column[:, None])[:, 0]
     hits = candidates[None, :] == targets[:, None]
     if absent is not None:

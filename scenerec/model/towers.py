@@ -80,12 +80,17 @@ class ItemTower(nn.Module):
             # text -> (ID vector, scene-item vector, bias) of an item the model has not seen interacted with
             self.generator = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d + config.scene_dim + 1))
 
-    def text_vectors(self, table: torch.Tensor | None = None) -> torch.Tensor:
+    def text_vectors(
+        self, table: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """[N, D] adapted text vectors (zeros without text). `table` [N, T] replaces the `text`
-        buffer for one call (joint fine-tuning: some rows re-encoded with gradient)."""
+        buffer for one call (joint fine-tuning: some rows re-encoded with gradient); `rows` [R]
+        keeps those catalogue rows only ([R, D]: a sampled-softmax step at 10^6 items)."""
         if not self.use_text:
-            return self.id_embedding.weight.new_zeros(self.n_items, self.id_embedding.embedding_dim)
-        return self.adaptor(self.text if table is None else table)
+            n = self.n_items if rows is None else len(rows)
+            return self.id_embedding.weight.new_zeros(n, self.id_embedding.embedding_dim)
+        source = self.text if table is None else table
+        return self.adaptor(source if rows is None else source[rows])
 
     def generated(self, text_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """ID vector [.., D], scene-item vector [.., Ds] and bias [..] generated from text (cold items)."""
@@ -97,18 +102,25 @@ class ItemTower(nn.Module):
         return self.generated(text_vectors)[0]
 
     def collaborative(
-        self, text_vectors: torch.Tensor, drop: torch.Tensor | None = None
+        self, text_vectors: torch.Tensor, drop: torch.Tensor | None = None, rows: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Effective ID vectors [N, D], successor vectors [N, Dt], scene-item vectors [N, Ds] and
-        biases [N].
+        biases [N] (of the catalogue rows `rows` only, when given: `text_vectors` are theirs).
 
         Learned for items seen in training; generated from text for cold (or ID-dropped) items,
         whose learned rows never received a positive signal. A cold item follows nothing the
         model knows of: its successor vector is zero (text says nothing about which item it follows).
         """
-        learned = (self.id_embedding.weight[: self.n_items], self.scene_item, self.bias)
-        replace = self.cold if drop is None else self.cold | drop
-        successor = self.successor.masked_fill(replace[:, None], 0.0)
+        learned: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+        successor: torch.Tensor
+        if rows is None:
+            learned = (self.id_embedding.weight[: self.n_items], self.scene_item, self.bias)
+            successor, replace = self.successor, self.cold if drop is None else self.cold | drop
+        else:
+            learned = (self.id_embedding.weight[rows], self.scene_item[rows], self.bias[rows])
+            successor = self.successor[rows]
+            replace = self.cold[rows] if drop is None else (self.cold | drop)[rows]
+        successor = successor.masked_fill(replace[:, None], 0.0)
         if not self.use_text:
             return learned[0], successor, learned[1], learned[2]
         generated = self.generated(text_vectors)

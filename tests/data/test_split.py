@@ -96,3 +96,27 @@ def test_cold_split_keeps_cold_items_out_of_training(small_synthetic_dataset: Da
     assert np.array_equal(again.cold_items, cold.cold_items)
     other = cold_item_split(small_synthetic_dataset, DataConfig(cold_item_fraction=0.2, seed=4))
     assert not np.array_equal(other.cold_items, cold.cold_items)
+
+
+def test_eval_max_users_samples_the_cases_and_keeps_every_row(small_synthetic_dataset: Dataset) -> None:
+    whole = leave_last_out(small_synthetic_dataset)
+    sampled = leave_last_out(small_synthetic_dataset, max_users=30, seed=5)
+    valid, test = sampled.valid_cases(), sampled.test_cases()
+    assert len(valid) == len(test) == 30
+    assert np.array_equal(np.sort(valid.user), np.sort(test.user))  # the same users in both
+    assert set(valid.user) < set(whole.valid_cases().user)
+    # the rows stay whole (refits on train + valid read every user's), the sampled users' cases
+    # carry the same history as without sampling
+    assert len(sampled.train) == len(whole.train) and len(sampled.valid) == len(whole.valid)
+    full = whole.test_cases()
+    user = int(test.user[0])
+    a, b = np.flatnonzero(full.user == user)[0], np.flatnonzero(test.user == user)[0]
+    assert np.array_equal(full.select(a, a + 1).hist_items, test.select(b, b + 1).hist_items)
+    assert np.array_equal(sampled.test_targets()["u"].to_numpy(), test.user)
+    again = leave_last_out(small_synthetic_dataset, max_users=30, seed=5).valid_cases()
+    assert np.array_equal(again.user, valid.user)
+    assert not np.array_equal(
+        leave_last_out(small_synthetic_dataset, 30, seed=6).valid_cases().user, valid.user
+    )
+    # 0 or at least the number of users: every user, as before
+    assert len(leave_last_out(small_synthetic_dataset, 10**9).valid_cases()) == len(whole.valid_cases())

@@ -121,3 +121,25 @@ def test_the_recipe_adapts_to_the_data_size() -> None:
     assert size_recipe(tc, large, warm=True) == (tc.lr * tc.warm_lr_scale, tc.patience)
     off = dataclasses.replace(tc, large_data_interactions=0)
     assert size_recipe(off, 10**7, warm=False) == (tc.lr, tc.patience)
+
+
+def test_sampled_softmax_over_the_steps_rows_learns_and_steps_per_epoch_caps_an_epoch(
+    small_synthetic_dataset: Dataset,
+) -> None:
+    """The large-catalogue path (train.loss=sampled: only the rows a step reads are computed) on a
+    small world: it learns, and train.steps_per_epoch bounds each epoch's optimizer steps."""
+    split = leave_last_out(small_synthetic_dataset)
+    text = torch.randn(small_synthetic_dataset.vocab.n_items, 16, generator=torch.Generator().manual_seed(0))
+    train = dataclasses.replace(SMALL.train, loss="sampled", negatives=64, steps_per_epoch=4)
+    result = fit(
+        small_synthetic_dataset,
+        split.train,
+        split.valid_cases(),
+        dataclasses.replace(SMALL, train=train),
+        text,
+    )
+    assert [e["steps"] for e in result.epochs] == [4, 4, 4]
+    chance = 10 / small_synthetic_dataset.vocab.n_items
+    assert result.best_valid["hr@10"] > 2 * chance
+    full = fit(small_synthetic_dataset, split.train, split.valid_cases(), SMALL, text)
+    assert all(e["steps"] > 4 for e in full.epochs)

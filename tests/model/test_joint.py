@@ -267,3 +267,46 @@ def test_alignment_infonce_rewards_matching_pairs() -> None:
     assert alignment_infonce(ids, ids + 0.01 * torch.randn(8, 16), 0.1) < alignment_infonce(
         ids, torch.randn(8, 16), 0.1
     )
+
+
+def test_item_side_of_some_rows_equals_those_rows_of_the_whole_catalogue() -> None:
+    """A sampled-softmax step computes only the rows it reads (cost bounded by the batch, not N)."""
+    model = build(cold=[5])
+    drop = torch.zeros(N, dtype=torch.bool)
+    drop[2] = True
+    rows = torch.tensor([1, 2, 5, 9])
+    whole, part = model.item_side(drop), model.item_side(drop, rows=rows)
+    for name, value in whole._asdict().items():
+        assert torch.allclose(getattr(part, name), value[rows], atol=1e-6), name
+    r = request()
+    read = torch.unique(r["hist_items"][r["hist_items"] < N])  # the history's items only
+    local = torch.full((N + 1,), len(read), dtype=torch.int64)
+    local[read] = torch.arange(len(read))
+    query_whole = model.query_side(**r, items=whole)
+    some = model.item_side(drop, rows=read)
+    query_part = model.query_side(**r, items=some, item_rows=local[r["hist_items"]])
+    assert len(read) < N
+    assert torch.allclose(query_part.vectors(), query_whole.vectors(), atol=1e-6)
+
+
+def test_sampled_softmax_over_the_steps_rows_equals_it_over_the_catalogue() -> None:
+    torch.manual_seed(0)
+    q, items = torch.randn(5, 7), torch.randn(N, 7)
+    targets = torch.tensor([0, 3, 3, 7, 8])
+    uniform = torch.tensor([1, 4, 8, 11])
+    popularity = torch.softmax(torch.randn(N), 0)
+    absent = torch.zeros(N, dtype=torch.bool)
+    absent[11] = True
+    whole = sampled_softmax(q, items, targets, uniform, popularity, absent=absent)
+    rows = torch.unique(torch.cat([targets, uniform]))  # [0, 1, 3, 4, 7, 8, 11]
+    local = torch.full((N,), -1, dtype=torch.int64)
+    local[rows] = torch.arange(len(rows))
+    part = sampled_softmax(
+        q, items[rows], local[targets], local[uniform], popularity[rows], absent=absent[rows], n_catalogue=N
+    )
+    assert torch.allclose(part, whole, atol=1e-6)
+    # without n_catalogue the logQ term would use K/R: a different (wrong) correction
+    wrong = sampled_softmax(
+        q, items[rows], local[targets], local[uniform], popularity[rows], absent=absent[rows]
+    )
+    assert not torch.allclose(wrong, whole, atol=1e-4)
