@@ -95,8 +95,9 @@ def prepare(
     log = interactions.sort_values([USER_ID, TIMESTAMP, ITEM_ID], kind="stable").reset_index(drop=True)
     if config.dedupe_repeats:
         log = _dedupe(log)
-    counts = log.groupby(USER_ID, sort=False)[ITEM_ID].transform("size")
+    counts = log.groupby(USER_ID, sort=False, observed=True)[ITEM_ID].transform("size")
     log = log[counts >= config.min_interactions].reset_index(drop=True)
+    log = _drop_unused_categories(log)
     if log.empty:
         raise DataError(
             f"interactions: no user has at least data.min_interactions={config.min_interactions} "
@@ -105,17 +106,33 @@ def prepare(
     scenes = pd.Index(sorted(set(log[SCENE]) | {DEFAULT_SCENE}))
     devices = pd.Index(sorted(set(log[DEVICE])))
     vocab = Vocab(
-        users=pd.Index(log[USER_ID].unique()),
+        users=pd.Index(np.asarray(log[USER_ID].unique(), dtype=object)),
         items=pd.Index(items[ITEM_ID]),
         scenes=scenes,
         devices=devices,
     )
-    log[USER_IDX] = vocab.users.get_indexer(pd.Index(log[USER_ID])).astype(np.int64)
-    log[ITEM_IDX] = vocab.items.get_indexer(pd.Index(log[ITEM_ID])).astype(np.int64)
-    log[SCENE_IDX] = scenes.get_indexer(pd.Index(log[SCENE])).astype(np.int64)
-    log[DEVICE_IDX] = devices.get_indexer(pd.Index(log[DEVICE])).astype(np.int64)
+    log[USER_IDX] = _encode(vocab.users, log[USER_ID])
+    log[ITEM_IDX] = _encode(vocab.items, log[ITEM_ID])
+    log[SCENE_IDX] = _encode(scenes, log[SCENE])
+    log[DEVICE_IDX] = _encode(devices, log[DEVICE])
     log[POS] = np.arange(len(log), dtype=np.int64)
     return Dataset(interactions=log, items=items, users=users, vocab=vocab)
+
+
+def _encode(index: pd.Index, column: pd.Series) -> np.ndarray:
+    """[rows] int64 position of each row's value in `index` (a categorical: once per category)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        per_category = index.get_indexer(pd.Index(np.asarray(column.cat.categories, dtype=object)))
+        return per_category[column.cat.codes.to_numpy()].astype(np.int64)
+    return index.get_indexer(pd.Index(column)).astype(np.int64)
+
+
+def _drop_unused_categories(log: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns (the log read from parquet) keep only the values still present."""
+    for name in log.columns:
+        if isinstance(log[name].dtype, pd.CategoricalDtype):
+            log[name] = log[name].cat.remove_unused_categories()
+    return log
 
 
 def _dedupe(log: pd.DataFrame) -> pd.DataFrame:
@@ -123,7 +140,7 @@ def _dedupe(log: pd.DataFrame) -> pd.DataFrame:
     keys = [USER_ID, ITEM_ID]
     if not log.duplicated(keys).any():
         return log
-    grouped = log.groupby(keys, sort=False)
+    grouped = log.groupby(keys, sort=False, observed=True)
     first = grouped.head(1).copy()
     first[LABEL] = grouped[LABEL].transform("max").loc[first.index]
     first[EVENT] = grouped[EVENT].transform("last").loc[first.index]

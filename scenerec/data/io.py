@@ -33,15 +33,26 @@ def find_table(directory: Path, spec: TableSpec) -> Path | None:
     return None
 
 
-def read_raw_table(path: Path) -> pd.DataFrame:
+def read_raw_table(path: Path, dictionary: Iterable[str] = ()) -> pd.DataFrame:
     """Read a table without coercing types, so validation sees what the file really holds.
 
     CSV columns are all read as text (empty cells as ""), so a value such as "007" keeps its form
-    and type checks can name the offending rows.
+    and type checks can name the offending rows. Parquet text columns named in `dictionary` come
+    back as pandas categoricals (one Python string per distinct value, int32 codes per row): an
+    interaction log of 3 x 10^7 rows holds its user, item, scene, device and event ids in about
+    0.6 GB instead of ~10 GB of Python strings.
     """
     try:
         if path.suffix == ".parquet":
-            return pq.read_table(path).to_pandas(types_mapper=_keep_arrow_strings)
+            schema = pq.read_schema(path)
+            wanted = set(dictionary)
+            as_dictionary = [
+                f.name
+                for f in schema
+                if f.name in wanted and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+            ]
+            table = pq.read_table(path, read_dictionary=as_dictionary or None)
+            return table.to_pandas(types_mapper=_keep_arrow_strings)
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError) as e:
         raise DataError(f"{path.name}: cannot be read as {path.suffix[1:]} ({e})") from e

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,11 @@ def validate_dataset(directory: str | Path) -> ValidationResult:
                 )
             continue
         try:
-            raw = read_raw_table(path)
+            # the log's text columns as categoricals (its size is the data's; the other tables' is not)
+            texts = (
+                [c.name for c in spec.columns if c.kind in ("id", "string")] if spec is INTERACTIONS else []
+            )
+            raw = read_raw_table(path, dictionary=texts)
         except DataError as e:
             result.problems.extend(e.problems)
             continue
@@ -169,6 +174,8 @@ class _TableCheck:
 
     def _as_text(self, column: Column, series: pd.Series) -> pd.Series | None:
         """Text values of a column, or None (with a problem) when its type is wrong."""
+        if isinstance(series.dtype, pd.CategoricalDtype):  # read as a dictionary: strings by construction
+            return series
         if pd.api.types.is_integer_dtype(series) and not pd.api.types.is_bool_dtype(series):
             return series.astype(str).astype(object)
         if pd.api.types.is_string_dtype(series) or series.dtype == object:
@@ -191,6 +198,12 @@ class _TableCheck:
         values = self._as_text(column, series)
         if values is None:
             return series
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            blank = _per_row(values, lambda v: v.strip() == "", missing=True)
+            if blank.any():
+                shown = values.astype(object).fillna("<null>")
+                self._problem(column.name, blank, "null or empty id (expected a non-empty id)", shown)
+            return _recode(values, lambda v: v, missing="")
         empty = values.isna() | (values.fillna("").astype(str).str.strip() == "")
         if empty.any():
             self._problem(
@@ -202,6 +215,13 @@ class _TableCheck:
         values = self._as_text(column, series)
         if values is None:
             return series
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            default = column.default
+
+            def fill(v: str) -> str:
+                return str(default) if default is not None and v.strip() == "" else v
+
+            return _recode(values, fill, missing=fill(""))
         values = values.fillna("").astype(str)
         if column.default is not None:
             values = values.where(values.str.strip() != "", str(column.default))
@@ -285,7 +305,11 @@ def _references(directory: Path, checks: dict[str, _TableCheck]) -> list[str]:
     interactions, items = inter_check.frame, items_check.frame
     known = pd.Index(items[ITEM_ID])
     ids = interactions[ITEM_ID]
-    unknown = (~ids.isin(known) & (ids.str.strip() != "")).to_numpy()  # empty ids are reported already
+    if isinstance(ids.dtype, pd.CategoricalDtype):  # decided once per distinct id
+        names = set(known)
+        unknown = _per_row(ids, lambda v: v.strip() != "" and v not in names, missing=False)
+    else:
+        unknown = (~ids.isin(known) & (ids.str.strip() != "")).to_numpy()  # empty ids are reported already
     if not unknown.any():
         return []
     path = find_table(directory, INTERACTIONS)
@@ -293,6 +317,24 @@ def _references(directory: Path, checks: dict[str, _TableCheck]) -> list[str]:
     distinct = interactions[ITEM_ID][unknown].nunique()
     what = f"item not in items ({distinct} distinct unknown items; expected every item_id in items)"
     return [row_problem(path.name, path.suffix == ".csv", ITEM_ID, unknown, what, interactions[ITEM_ID])]
+
+
+def _per_row(values: pd.Series, test: Callable[[str], bool], missing: bool) -> np.ndarray:
+    """[rows] bool: `test` of each row's category (decided once per category); `missing` for nulls."""
+    per_category = np.array([test(str(v)) for v in values.cat.categories] + [missing], dtype=bool)
+    return per_category[values.cat.codes.to_numpy()]  # code -1 (null) reads the last entry
+
+
+def _recode(values: pd.Series, change: Callable[[str], str], missing: str) -> pd.Series:
+    """A categorical of `change(category)` per row (nulls -> `missing`), its categories plain `str`,
+    distinct and sorted, so sorting by the column sorts as its strings would."""
+    mapped = [change(str(v)) for v in values.cat.categories] + [missing]
+    categories = pd.Index(sorted(set(mapped)), dtype=object)
+    position = categories.get_indexer(pd.Index(mapped, dtype=object))
+    codes = position[values.cat.codes.to_numpy()].astype(np.int32)
+    return pd.Series(
+        pd.Categorical.from_codes(codes, categories=categories), index=values.index, name=values.name
+    )
 
 
 def row_problem(

@@ -67,7 +67,7 @@ def user_history(dataset: Dataset, max_history: int) -> pd.DataFrame:
     therefore `inputs_from_cases` read, so the tail of each user's rows is the model's history.
     """
     log = dataset.interactions.sort_values(POS)
-    recent = log.groupby(c.USER_ID, sort=False).tail(max_history)
+    recent = log.groupby(c.USER_ID, sort=False, observed=True).tail(max_history)
     users, (ids, scenes) = _lists_by_user(recent, [c.ITEM_ID, c.SCENE])
     return pd.DataFrame(
         {"history_item_ids": ids, "history_scenes": scenes}, index=pd.Index(users, name=USER_ID)
@@ -90,7 +90,7 @@ def _lists_by_user(log: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, l
 def user_profile(dataset: Dataset, data_config: DataConfig) -> pd.DataFrame:
     """Per user: interaction count, conversion rate, distinct scenes (and which), last scene and device."""
     log = dataset.interactions.assign(_converted=dataset.conversions(data_config)).sort_values(POS)
-    grouped = log.groupby(c.USER_ID, sort=True)
+    grouped = log.groupby(c.USER_ID, sort=True, observed=True)
     return pd.DataFrame(
         {
             "interaction_count": grouped.size().astype(np.int64),
@@ -151,7 +151,7 @@ def scene_table(dataset: Dataset, data_config: DataConfig) -> pd.DataFrame:
     is nothing to convert), so a request in it reads real zeros instead of a missing row.
     """
     log = dataset.interactions.assign(_converted=dataset.conversions(data_config))
-    grouped = log.groupby(c.SCENE, sort=True)
+    grouped = log.groupby(c.SCENE, sort=True, observed=True)
     scenes = pd.Index([str(s) for s in dataset.vocab.scenes], name=SCENE_ID)
     counts = grouped.size().reindex(scenes, fill_value=0).astype(np.int64)
     table = pd.DataFrame(

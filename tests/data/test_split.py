@@ -26,7 +26,7 @@ def test_leave_last_out_by_time_with_ties_broken_by_item(tiny_dataset: Callable[
         ]
     )
     split = leave_last_out(ds)
-    by_user = lambda frame: frame.groupby(c.USER_ID)[c.ITEM_ID].apply(list).to_dict()  # noqa: E731
+    by_user = lambda frame: frame.groupby(c.USER_ID, observed=True)[c.ITEM_ID].apply(list).to_dict()  # noqa: E731
     assert by_user(split.test) == {"u1": ["d"], "u2": ["c"]}
     assert by_user(split.valid) == {"u1": ["c"], "u2": ["b"]}
     assert by_user(split.train) == {"u1": ["a", "b"], "u2": ["a"]}  # a and b tie at t=10: item order

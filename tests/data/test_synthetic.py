@@ -44,7 +44,9 @@ def test_every_user_is_a_test_case_with_no_repeats(small_synthetic_dataset: Data
     log = small_synthetic_dataset.interactions
     assert not log.duplicated([c.USER_ID, c.ITEM_ID]).any()
     assert (
-        log.groupby(c.USER_ID)[c.TIMESTAMP].apply(lambda t: t.is_monotonic_increasing and t.is_unique).all()
+        log.groupby(c.USER_ID, observed=True)[c.TIMESTAMP]
+        .apply(lambda t: t.is_monotonic_increasing and t.is_unique)
+        .all()
     )
     assert len(leave_last_out(small_synthetic_dataset).test) == 600
 

@@ -33,8 +33,12 @@ def test_user_batches_concatenate_to_the_user_table(trained_model: tuple[Path, P
 def _old_user_lists(dataset, max_history: int) -> pd.DataFrame:
     """The user lists as `compute` built them with a Python call per user (before 10^6 users)."""
     log = dataset.interactions.sort_values("pos")
-    recent = log.groupby("user_id", sort=False).tail(max_history).groupby("user_id", sort=True)
-    whole = log.groupby("user_id", sort=True)
+    recent = (
+        log.groupby("user_id", sort=False, observed=True)
+        .tail(max_history)
+        .groupby("user_id", sort=True, observed=True)
+    )
+    whole = log.groupby("user_id", sort=True, observed=True)
     return pd.DataFrame(
         {
             "history_item_ids": recent["item_id"].agg(lambda s: [str(v) for v in s]),

@@ -37,7 +37,7 @@ def client(request: pytest.FixtureRequest, trained_model: tuple[Path, Path]) -> 
 
 
 def sampled_users(log: pd.DataFrame, k: int = 40) -> list[str]:
-    lengths = log.groupby("user_id").size()
+    lengths = log.groupby("user_id", observed=True).size()
     rng = np.random.default_rng(0)
     picked = set(rng.choice(lengths.index.to_numpy(), size=min(k, len(lengths)), replace=False))
     return sorted(picked | {lengths.idxmax(), lengths.idxmin()})

@@ -41,7 +41,7 @@ def ann_model(served_model: tuple[Path, Path, Path], tmp_path_factory: pytest.Te
 def queries(data: Path, rt: Runtime, n: int = 40, k: int = 10) -> list[Query]:
     log = pd.read_parquet(data / "interactions.parquet").sort_values("event_timestamp", kind="stable")
     out = []
-    for _user, rows in list(log.groupby("user_id", sort=True))[:n]:
+    for _user, rows in list(log.groupby("user_id", sort=True, observed=True))[:n]:
         items = rt.item_indices(rows["item_id"].astype(str).tolist())[-rt.max_history :]
         scenes = np.array([rt.scene_index[s] for s in rows["scene"].astype(str)][-len(items) :])
         out.append(
