@@ -4,7 +4,7 @@ Per size N (N users, N items, ~30 N interactions), each phase in a fresh child p
 its own peak RSS (imports included):
 1. synth: `write_synthetic` (as benchmarks/publish_scale.py);
 2. train: `scenerec.train.train` with the text embeddings of every item (real encoder, cached in
-   --root/cache so a rerun does not embed again), no ablations, no cold-start model, the popularity
+   --cache so a rerun does not embed again), no ablations, no cold-start model, the popularity
    baseline only (the tuned ones build dense N x N matrices above 10^4), `retrieval.ann=always` (so
    every size has its index and both retrieval paths are compared), `eval.max_users=20000` and, from
    --budget-from items, a step budget (`train.steps_per_epoch` x `train.epochs`, `--train-steps`,
@@ -22,14 +22,22 @@ its own peak RSS (imports included):
 A failed phase is recorded (its log's tail) and the phases that do not need it still run; the JSON
 (results/scale.json, results/scale-quick.json with --quick) is rewritten after every phase, and the
 growth between sizes is named from the log-log slope (1 = linear). Worlds, models, feature repos
-and logs stay in --root/n<N>/; --reuse takes each phase's result from there when it succeeded with
-the same parameters (e.g. to resume a long run, or to rerun only serve).
+and logs stay in --root/n<N>/ (out/scale, out/scale-quick with --quick); --reuse takes each phase's
+result from there when it succeeded with the same parameters (to resume a long run, or to rerun
+only some --phases).
 
 Usage:
-    python benchmarks/scale.py --sizes 10000 --quick       # smoke run: ~6 min (first: + ~1 min embedding)
-    python benchmarks/scale.py                             # 10^4 and 10^5: ~1 h
-    python benchmarks/scale.py --max 1000000               # the issue's table; 10^6 alone is hours and
-                                                           # ~12 GiB: not next to other work on 2 cores
+    python benchmarks/scale.py --sizes 10000 --quick   # smoke run: ~8 min, + ~2 min the first time
+    python benchmarks/scale.py --sizes 10000           # early-stopped training at 10^4: ~20-35 min
+    python benchmarks/scale.py --max 1000000           # the issue's table (10^4, 10^5, 10^6)
+
+Where the time goes at 10^4 (measured, 2 cores): embedding 10^4 texts ~2 min (first run only), the
+item-item part's EASE fits ~4 min of `fit` (on up to model.item_item_max_items = 20,000 items, off
+above), an epoch ~50 s; the rest is seconds. Expected above it (extrapolated, not yet run): the
+first embedding of 10^5 texts ~20 min and of 10^6 ~3.5 h (about 80 texts/s: cache them once), synth
+~20 s / ~3 min, publish ~2 min / ~15 min; training 400 x 2 steps is minutes at either size; the
+evaluation ranks 20,000 users against the whole catalogue, twice (metrics and diversity curve).
+10^6 needs ~12 GiB and hours: not next to other work on this machine.
 """
 
 from __future__ import annotations
@@ -135,6 +143,21 @@ def _instrument(module: Any, names: tuple[str, ...]) -> dict[str, dict[str, Any]
     return steps
 
 
+def _count_embedded() -> list[int]:
+    """A counter of the texts the encoder embeds (the cache's misses), by wrapping `TextEncoder.embed`."""
+    from scenerec.text import TextEncoder
+
+    count, inner = [0], TextEncoder.embed
+
+    @functools.wraps(inner)
+    def embed(self: Any, texts: list[str], *args: Any, **kwargs: Any) -> Any:
+        count[0] += len(texts)
+        return inner(self, texts, *args, **kwargs)
+
+    TextEncoder.embed = embed  # type: ignore[method-assign]
+    return count
+
+
 def _files(directory: Path) -> dict[str, int]:
     return {
         str(p.relative_to(directory)): p.stat().st_size for p in sorted(directory.rglob("*")) if p.is_file()
@@ -147,6 +170,7 @@ def _train(data: Path, model: Path, overrides: list[str], cache: Path) -> dict[s
 
     config = load_config(None, overrides)
     steps = _instrument(training, TRAIN_STEPS)
+    embedded = _count_embedded()
     started = time.perf_counter()
     training.train(data, model, config, cache_dir=cache)
     seconds = time.perf_counter() - started
@@ -156,6 +180,7 @@ def _train(data: Path, model: Path, overrides: list[str], cache: Path) -> dict[s
     return {
         "seconds": seconds,
         "steps": steps,
+        "embedded_texts": embedded[0],  # 0: every text came from the cache
         "training": metrics["model"]["training"],
         "test": metrics["model"]["test"],
         "baselines": {k: v["test"] for k, v in metrics["baselines"].items()},
@@ -402,7 +427,7 @@ def run_size(n: int, args: argparse.Namespace, save: Callable[[], Path], details
             else:
                 spec = {"n": n, "root": str(root), **params}
                 if phase == "train":
-                    spec["cache"] = str(Path(args.root) / "cache")
+                    spec["cache"] = args.cache
                 if phase == "quality":  # time the index here only when train could not
                     spec["time_index"] = "build_index" not in results.get("train", {}).get("steps", {})
                 out = _child(phase, spec, root / "logs" / f"{phase}.log")
@@ -441,7 +466,8 @@ def tables(details: dict[str, Any], args: argparse.Namespace) -> dict[str, list[
         synth, train, publish = d.get("synth", {}), d.get("train", {}), d.get("publish", {})
         q, s = d.get("quality", {}), d.get("serve", {})
         size = {"users = items": f"{n:,}"}
-        settings = dict(o.split("=", 1) for o in train_overrides(n, args))
+        used = _get(train, "params", "overrides")  # what the (maybe reused) model was trained with
+        settings = dict(o.split("=", 1) for o in (used if used != "-" else train_overrides(n, args)))
         index_s = _get(train, "steps", "build_index", "seconds")
         cost.append(
             {
@@ -454,7 +480,9 @@ def tables(details: dict[str, Any], args: argparse.Namespace) -> dict[str, list[
                     if "train.steps_per_epoch" in settings
                     else "early stop"
                 ),
-                "embed s": _get(train, "steps", "embed_cached", "seconds"),
+                "embed s": "cached"
+                if train.get("embedded_texts") == 0
+                else _get(train, "steps", "embed_cached", "seconds"),
                 "fit s": _get(train, "steps", "fit", "seconds"),
                 "of which epochs s": _get(train, "training", "seconds"),
                 "samples/s": _get(train, "training", "samples_per_second"),
@@ -542,7 +570,8 @@ def main() -> None:
         "--ready-timeout", type=float, default=1200.0, help="seconds a predictor may take to load"
     )
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
-    parser.add_argument("--root", default=str(BENCH / "out" / "scale"), help="worlds, models, repos, logs")
+    parser.add_argument("--root", default=None, help="worlds, models, repos, logs (out/scale[-quick])")
+    parser.add_argument("--cache", default=str(BENCH / "out" / "scale" / "cache"), help="text embeddings")
     parser.add_argument(
         "--reuse", action="store_true", help="keep phases that succeeded with the same parameters"
     )
@@ -554,6 +583,7 @@ def main() -> None:
         return
     if args.quick:
         args.budget_from = 0
+    args.root = args.root or str(BENCH / "out" / ("scale-quick" if args.quick else "scale"))
     args.quality_users = args.quality_users or (1000 if args.quick else 5000)
     args.requests = args.requests or (100 if args.quick else 300)
     args.users = min(args.users, args.requests)
