@@ -9,6 +9,7 @@
     item_tower.onnx     frozen text embedding -> item vectors of a brand-new item
     fresh_ranker.onnx   the ranker for items added after export (their tables are inputs)
     text_encoder.onnx   + tokenizer/: item text -> frozen text embedding
+    <graph>.onnx.data   a graph's weights when they pass 1 GiB (ONNX external data; large catalogues)
     id_maps/            items, scenes, devices (index order)
     items.parquet       titles, categories, item vectors, text embeddings, popularity (also in Feast)
     metrics.json, parity.json, report.html

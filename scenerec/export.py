@@ -8,7 +8,7 @@ Parity (max abs error, PyTorch vs ONNX Runtime on batch 1 and batch N) must stay
 
 from __future__ import annotations
 
-import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from torch import nn
 
 from scenerec.model.inputs import INPUT_NAMES, ModelInputs
 from scenerec.model.joint import ItemSide, JointModel, QuerySide
+from scenerec.onnx_files import save_graph
 from scenerec.onnx_runtime import create_session
 from scenerec.text import OnnxParityError
 
@@ -157,8 +158,14 @@ def export_onnx(
     output_names: list[str],
     dynamic_axes: dict[str, dict[int, str]],
 ) -> None:
-    """torch -> ONNX with the TorchScript exporter (the dynamo one needs onnxscript, not installed)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """torch -> ONNX with the TorchScript exporter (the dynamo one needs onnxscript, not installed).
+
+    The exporter writes to a scratch directory (above 2 GB it spreads the weights over one file per
+    tensor there); `save_graph` then puts the graph in place, its weights in one `.data` file when large.
+    """
+    scratch = path.with_name(f".{path.name}.export")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
     module.eval()
     try:
         with warnings.catch_warnings():
@@ -167,17 +174,16 @@ def export_onnx(
             torch.onnx.export(
                 module,
                 args,
-                str(tmp),
+                str(scratch / path.name),
                 input_names=input_names,
                 output_names=output_names,
                 dynamic_axes=dynamic_axes,
                 opset_version=OPSET,
                 dynamo=False,
             )
-        onnx.checker.check_model(str(tmp))
-        os.replace(tmp, path)
+        save_graph(onnx.load(str(scratch / path.name)), path)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def retrieval_graph(item_vectors: np.ndarray, neighbours: tuple[np.ndarray, np.ndarray], path: Path) -> None:
@@ -238,10 +244,7 @@ def retrieval_graph(item_vectors: np.ndarray, neighbours: tuple[np.ndarray, np.n
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="scenerec", ir_version=8
     )  # IR 8 goes with opset 17; onnx 1.23's default is newer than ORT reads
-    onnx.checker.check_model(model)
-    tmp = path.with_name(f".{path.name}.tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
+    save_graph(model, path)
 
 
 def export_model_graphs(model: JointModel, out: Path, samples: list[ModelInputs]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from scenerec.model.inputs import inputs_from_cases
 from scenerec.model.joint import JointModel
 from scenerec.model.scorer import TorchScorer
 from scenerec.model.warm_start import CHECKPOINT, WarmStart, checkpoint_state
+from scenerec.onnx_files import data_file
 from scenerec.onnx_runtime import create_session
 from scenerec.onnx_scorer import OnnxScorer
 from scenerec.report import write_report
@@ -263,6 +264,8 @@ def _manifest(
         if path.is_file():
             session, _ = create_session(path)
             graphs[name] = {"file": path.name, "opset": 17, **graph_signature(session)}
+            if data_file(path).is_file():  # weights past ONNX's 2 GB protobuf, beside the graph
+                graphs[name]["external_data"] = data_file(path).name
     mc = config.model
     return {
         "format_version": FORMAT_VERSION,
