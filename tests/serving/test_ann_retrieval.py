@@ -18,7 +18,8 @@ import pytest
 from scenerec.ann import ANN_FILE, build_index
 from scenerec.artifact import MANIFEST, ArtifactError, sha256_file
 from scenerec.config import RetrievalConfig
-from serving.runtime import Query, Runtime
+from scenerec.item_encoder import ItemEncoder
+from serving.runtime import Overlay, Query, Runtime
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +86,31 @@ def test_history_exclusion_and_filters_hold_on_the_index_path(
     for query, answer in zip(asked, rt.recommend(asked), strict=True):
         assert not set(answer.items.tolist()) & set(query.exclude.tolist())
         assert {str(rt.info.categories[i]) for i in answer.items} <= set(categories)
+
+
+def test_items_added_after_export_and_hidden_ones_hold_on_the_index_path(
+    ann_model: Path, served_model: tuple[Path, Path, Path]
+) -> None:
+    """The index is the export's: items added later are scored exactly beside it (and hidden ones
+    masked) on both paths, so adding an item needs no rebuild and both paths still agree."""
+    approximate = Runtime.from_model_dir(ann_model)
+    exact = Runtime.from_model_dir(ann_model, retrieval="exact")
+    encoder = ItemEncoder(ann_model, approximate.manifest)
+    texts = ["a quiet mystery novel", "a loud action film", "a cookbook of soups"]
+    tables = encoder.tables(encoder.embed(texts))
+    hidden = np.array([0, 5, 17], np.int64)
+    for rt in (approximate, exact):
+        rt.overlay = Overlay.build(["new-0", "new-1", "new-2"], tables, hidden, rt.n_items)
+    n = exact.n_items
+    for depth, k in ((20, 10), (n, n)):  # the index's 20 best, then everything the index holds
+        for rt in (approximate, exact):
+            rt.retrieval_depth = depth
+        asked = queries(served_model[0], exact, n=20, k=k)
+        for a, e in zip(approximate.recommend(asked), exact.recommend(asked), strict=True):
+            np.testing.assert_array_equal(a.items, e.items)
+            np.testing.assert_allclose(a.scores, e.scores, rtol=1e-5, atol=1e-5)
+            assert not set(a.items.tolist()) & set(hidden.tolist())
+    assert {n, n + 1, n + 2} <= set(a.items.tolist())  # the added items are retrieved and ranked
 
 
 def test_a_model_without_an_index_serves_exactly(served_model: tuple[Path, Path, Path]) -> None:
