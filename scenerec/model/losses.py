@@ -36,6 +36,24 @@ def history_pairs(hist_items: torch.Tensor, target_mask: torch.Tensor, n_items: 
     return SeenPairs(rows=rows[keep], items=items[keep])
 
 
+def seen_mask(seen: SeenPairs, candidates: torch.Tensor, rows: int) -> torch.Tensor:
+    """[rows, C] True where candidate c's item is in row m's history (`seen`'s pairs).
+
+    Each pair is placed by binary search in the sorted candidates, so the cost follows the P pairs
+    (x log C), not rows x C: at a batch of ~10^4 target rows and ~5,000 candidates, testing every
+    (row, candidate) key for membership was most of a sampled-softmax step. A candidate drawn more
+    than once (uniform negatives repeat) is masked at each of its columns.
+    """
+    mask = torch.zeros(rows, len(candidates), dtype=torch.bool, device=candidates.device)
+    ordered, column = torch.sort(candidates)
+    lo = torch.searchsorted(ordered, seen.items)
+    copies = torch.searchsorted(ordered, seen.items, right=True) - lo  # columns holding the item
+    for j in range(int(copies.max()) if len(copies) else 0):
+        at = copies > j
+        mask[seen.rows[at], column[lo[at] + j]] = True
+    return mask
+
+
 class _MaskedLogits(torch.autograd.Function):
     """logits = weight[:, None] * table + query @ items.T with masked entries set to -inf.
 
@@ -171,10 +189,7 @@ def sampled_softmax(
     if absent is not None:
         hits = hits | absent[candidates][None, :]
     if seen is not None:  # (row, candidate) pairs whose item is in the row's history
-        stride = n + 1
-        seen_keys = torch.unique(seen.rows * stride + seen.items)
-        keys = torch.arange(len(targets), device=query.device)[:, None] * stride + candidates[None, :]
-        hits = hits | torch.isin(keys, seen_keys)
+        hits = hits | seen_mask(seen, candidates, len(targets))
     cand_logits = cand_logits.masked_fill(hits, float("-inf"))
     pos_logit = (query * items[targets]).sum(-1) - log_q[targets] + pos_offset
     logits = torch.cat([pos_logit[:, None], cand_logits], dim=1)

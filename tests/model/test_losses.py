@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from scenerec.model.losses import history_pairs, sampled_softmax, window_softmax
+from scenerec.model.losses import SeenPairs, history_pairs, sampled_softmax, seen_mask, window_softmax
 
 N = 6  # catalogue; index N is the history pad
 
@@ -87,3 +87,19 @@ def test_sampled_softmax_masks_history_items_among_the_candidates() -> None:
     # items' mass from every row's denominator, so it is strictly lower
     assert masked < plain
     assert torch.isfinite(masked)
+
+
+def test_seen_mask_equals_membership_of_every_row_and_candidate_with_repeated_candidates() -> None:
+    g = torch.Generator().manual_seed(3)
+    rows, n = 40, 30
+    seen = SeenPairs(
+        rows=torch.randint(0, rows, (200,), generator=g), items=torch.randint(0, n, (200,), generator=g)
+    )
+    candidates = torch.randint(0, n, (25,), generator=g)  # repeats: uniform draws with replacement
+    assert len(candidates.unique()) < len(candidates)
+    history = [set(seen.items[seen.rows == r].tolist()) for r in range(rows)]
+    want = torch.tensor([[int(c) in history[r] for c in candidates] for r in range(rows)])
+    got = seen_mask(seen, candidates, rows)
+    assert got.any() and torch.equal(got, want)
+    nothing = SeenPairs(rows=torch.zeros(0, dtype=torch.int64), items=torch.zeros(0, dtype=torch.int64))
+    assert not seen_mask(nothing, candidates, rows).any()
