@@ -247,6 +247,10 @@ class TrainConfig:
     mask_history: bool = True
     # Random negatives per batch for sampled softmax (plus in-batch positives), logQ-corrected.
     negatives: int = 1024
+    # In-batch targets shared as negatives per sampled-softmax step: those of a random sample of this
+    # many target positions (0 = every position's). A step has up to batch_size x max_history
+    # positions (12,800): all of them as candidates make its logits [M, ~M], most of the step's time.
+    in_batch_negatives: int = 1024
     # Weight of the ID-text alignment InfoNCE term and its temperature.
     align_weight: float = 0.1
     align_temperature: float = 0.1
@@ -273,6 +277,10 @@ class TrainConfig:
     ablations: tuple[str, ...] = ("no_text", "no_scene", "no_sequence", "lambda_zero", "no_item_item")
     # Train a second model on the cold-item protocol to report the cold_items slice.
     cold_start_eval: bool = True
+
+    def __post_init__(self) -> None:
+        if (count := self.in_batch_negatives) < 0:
+            raise ConfigError(f"config key 'train.in_batch_negatives': expected an integer >= 0, got {count}")
 
 
 @dataclass(frozen=True)

@@ -548,6 +548,7 @@ class _Loss(torch.nn.Module):
                 seen=seen,
                 offset=item_item if active else None,
                 n_catalogue=model.n_items,
+                in_batch=tc.in_batch_negatives,
             )
         else:
             offset = None

@@ -155,11 +155,14 @@ def sampled_softmax(
     seen: SeenPairs | None = None,
     offset: Callable[[torch.Tensor], torch.Tensor] | None = None,
     n_catalogue: int | None = None,
+    in_batch: int = 0,
 ) -> torch.Tensor:
     """Cross-entropy over the target, shared uniform negatives and the batch's other targets.
 
     Every candidate's logit is corrected by log of its expected count in the candidate set (Yi et al.,
-    RecSys 2019): uniform negatives contribute K/N, in-batch targets M * p(item). Accidental hits
+    RecSys 2019): uniform negatives contribute K/N, in-batch targets S * p(item), where S is the
+    number of target positions they are taken from: all M, or a uniform sample of `in_batch` of them
+    (0 = all; a sample keeps the logits [M, K + S] instead of [M, K + M]). Accidental hits
     (a candidate equal to the row's target) and the row's history items (`seen`) are masked.
     `offset(candidates [C])` gives [M, C] terms added to the logits (the item-item part).
 
@@ -173,18 +176,22 @@ def sampled_softmax(
     else:
         uniform = negatives
     k = len(uniform)
-    unique_targets = targets.unique()
-    candidates = torch.cat([uniform, unique_targets])
-    expected = k / (n_catalogue or n) + len(targets) * popularity
+    shared = targets
+    if 0 < in_batch < len(targets):
+        shared = targets[torch.randperm(len(targets), generator=generator, device=targets.device)[:in_batch]]
+    in_batch_items = shared.unique()
+    candidates = torch.cat([uniform, in_batch_items])
+    expected = k / (n_catalogue or n) + len(shared) * popularity
     log_q = torch.log(expected.clamp(min=1e-12))
     cand_logits = query @ items[candidates].T - log_q[candidates][None, :]
     pos_offset: torch.Tensor | float = 0.0
     if offset is not None:
         extra = offset(candidates)
         cand_logits = cand_logits + extra
-        # each row's target is among the in-batch candidates: its column is negatives + rank in unique
-        column = k + torch.searchsorted(unique_targets, targets)
-        pos_offset = extra.gather(1, column[:, None])[:, 0]
+        # each row's own target, among every target's items (sorted, so its column is its rank there)
+        unique_targets = targets.unique()
+        column = torch.searchsorted(unique_targets, targets)
+        pos_offset = offset(unique_targets).gather(1, column[:, None])[:, 0]
     hits = candidates[None, :] == targets[:, None]
     if absent is not None:
         hits = hits | absent[candidates][None, :]

@@ -103,3 +103,34 @@ def test_seen_mask_equals_membership_of_every_row_and_candidate_with_repeated_ca
     assert got.any() and torch.equal(got, want)
     nothing = SeenPairs(rows=torch.zeros(0, dtype=torch.int64), items=torch.zeros(0, dtype=torch.int64))
     assert not seen_mask(nothing, candidates, rows).any()
+
+
+def test_sampled_softmax_with_a_sample_of_in_batch_targets() -> None:
+    """`in_batch` >= M changes nothing; a smaller sample is seeded, logQ-corrected by S, and keeps
+    the item-item offset of each row's own target (it may not be among the sampled candidates)."""
+    g = torch.Generator().manual_seed(0)
+    q, items = torch.randn(40, 5, generator=g), torch.randn(30, 5, generator=g)
+    targets = torch.randint(0, 30, (40,), generator=g)
+    uniform = torch.randint(0, 30, (8,), generator=g)
+    popularity = torch.softmax(torch.randn(30, generator=g), 0)
+    table = torch.randn(40, 30, generator=g)
+
+    def offset(candidates: torch.Tensor) -> torch.Tensor:
+        return table[:, candidates]
+
+    def loss(in_batch: int, seed: int = 1, **kw: object) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return sampled_softmax(q, items, targets, uniform, popularity, generator=gen, in_batch=in_batch, **kw)
+
+    assert torch.equal(loss(0), loss(40)) and torch.equal(loss(0), loss(100))
+    assert torch.equal(loss(10), loss(10)) and not torch.equal(loss(10), loss(10, seed=2))
+    # brute force of one sample: the logits over the target, the uniform draws and the sampled targets
+    gen = torch.Generator().manual_seed(1)
+    shared = targets[torch.randperm(40, generator=gen)[:10]]
+    candidates = torch.cat([uniform, shared.unique()])
+    log_q = torch.log(8 / 30 + 10 * popularity)
+    logits = q @ items[candidates].T - log_q[candidates] + table[:, candidates]
+    logits[candidates[None, :] == targets[:, None]] = float("-inf")
+    pos = (q * items[targets]).sum(-1) - log_q[targets] + table[torch.arange(40), targets]
+    want = F.cross_entropy(torch.cat([pos[:, None], logits], 1), torch.zeros(40, dtype=torch.int64))
+    assert torch.allclose(loss(10, offset=offset), want, atol=1e-6)
