@@ -235,6 +235,7 @@ def _quality(data: Path, model: Path, users: int, time_index: bool, batch: int =
     from scenerec.config import Config
     from scenerec.data.dataset import load_dataset
     from scenerec.data.split import leave_last_out
+    from scenerec.metrics import metrics_from_ranks
     from serving.runtime import Query, Runtime
 
     config = Config.from_dict(read_manifest(model)["config"])
@@ -281,11 +282,12 @@ def _quality(data: Path, model: Path, users: int, time_index: bool, batch: int =
     targets = cases.target[pick]
     out: dict[str, Any] = {"cases": len(pick), "recall@100": float(np.mean(recall)), "seconds": seconds}
     for path in ("exact", "ann"):
-        gains = []
-        for items, target in zip(answers[path]["top10"], targets, strict=True):
-            hit = np.flatnonzero(items[:10] == target)
-            gains.append(1 / math.log2(hit[0] + 2) if len(hit) else 0.0)
-        out[path] = {"ndcg@10": float(np.mean(gains)), "hr@10": float(np.mean(np.asarray(gains) > 0))}
+        ranks = [  # 0-based rank of the target in the answer; 10 (a miss) when it is not in the top 10
+            next(iter(np.flatnonzero(items[:10] == target)), 10)
+            for items, target in zip(answers[path]["top10"], targets, strict=True)
+        ]
+        found = metrics_from_ranks(np.asarray(ranks), (10,))
+        out[path] = {"ndcg@10": found["ndcg@10"], "hr@10": found["hr@10"]}
     same = [
         np.array_equal(a[:10], e[:10])
         for a, e in zip(answers["ann"]["top10"], answers["exact"]["top10"], strict=True)
